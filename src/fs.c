@@ -1,0 +1,1011 @@
+/* fs.c - FUSE low-level operations: passthrough of SOURCE with write
+ * interception, namespace mirroring and the .mirror directory.
+ *
+ * Every callback ends in exactly one fuse_reply_*.  SOURCE is reached only
+ * through fds opened before the mount (the root's O_PATH fd and fds derived
+ * from it), so MOUNTPOINT may be SOURCE itself and the daemon never touches
+ * its own mount.
+ */
+#include "config.h"
+
+#include "fs.h"
+#include "control.h"
+#include "image.h"
+#include "mirror.h"
+#include "target.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+/* The kernel may cache names and attributes this long: only this daemon
+ * changes SOURCE while it is mounted. */
+#define ENTRY_TIMEOUT 1.0
+#define ATTR_TIMEOUT 1.0
+
+struct fs_inode {
+    int fd; /* O_PATH, -1 for virtual nodes */
+    dev_t dev;
+    ino_t ino;
+    uint64_t nlookup;     /* fs->lock */
+    enum ctl_node ctl;    /* CTL_NONE for real files */
+    bool is_dir;
+    char *path;           /* directories: path inside SOURCE ("" = top); job->ns_lock */
+    struct image *img;    /* regular files; set once, fs->lock */
+};
+
+struct fs {
+    struct mirror_job *job;
+    pthread_mutex_t lock;
+    GHashTable *inodes; /* (dev, ino) -> struct fs_inode */
+    struct fs_inode root;
+    struct fs_inode ctl[CTL_NODES];
+};
+
+static guint inode_hash(gconstpointer p)
+{
+    const struct fs_inode *i = p;
+    return g_int64_hash(&(gint64){(gint64)i->ino}) ^ (guint)i->dev;
+}
+
+static gboolean inode_equal(gconstpointer a, gconstpointer b)
+{
+    const struct fs_inode *x = a, *y = b;
+    return x->ino == y->ino && x->dev == y->dev;
+}
+
+static struct fs *fs_of(fuse_req_t req)
+{
+    return fuse_req_userdata(req);
+}
+
+static struct fs_inode *get_inode(fuse_req_t req, fuse_ino_t ino)
+{
+    if (ino == FUSE_ROOT_ID)
+        return &fs_of(req)->root;
+    return (struct fs_inode *)(uintptr_t)ino;
+}
+
+static fuse_ino_t node_id(struct fs *fs, struct fs_inode *i)
+{
+    return i == &fs->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)i;
+}
+
+static bool is_root(struct fs *fs, struct fs_inode *i)
+{
+    return i == &fs->root;
+}
+
+static char *child_path(struct fs_inode *parent, const char *name)
+{
+    return parent->path[0] ? g_strconcat(parent->path, "/", name, NULL) : g_strdup(name);
+}
+
+static char *proc_path(int fd)
+{
+    return g_strdup_printf("/proc/self/fd/%d", fd);
+}
+
+struct fs *fs_new(struct mirror_job *job, int root_fd)
+{
+    struct fs *fs = g_new0(struct fs, 1);
+    struct stat st;
+
+    fs->job = job;
+    pthread_mutex_init(&fs->lock, NULL);
+    fs->inodes = g_hash_table_new(inode_hash, inode_equal);
+    fs->root.fd = root_fd;
+    fs->root.is_dir = true;
+    fs->root.path = g_strdup("");
+    fs->root.nlookup = 2;
+    if (fstat(root_fd, &st) == 0) {
+        fs->root.dev = st.st_dev;
+        fs->root.ino = st.st_ino;
+    }
+    for (int n = CTL_DIR; n < CTL_NODES; n++) {
+        fs->ctl[n].fd = -1;
+        fs->ctl[n].ctl = n;
+        fs->ctl[n].is_dir = n == CTL_DIR;
+    }
+    return fs;
+}
+
+static void inode_free(struct fs_inode *i)
+{
+    if (i->fd >= 0)
+        close(i->fd);
+    image_unref(i->img);
+    g_free(i->path);
+    g_free(i);
+}
+
+void fs_free(struct fs *fs)
+{
+    GHashTableIter it;
+    gpointer key;
+
+    if (!fs)
+        return;
+    g_hash_table_iter_init(&it, fs->inodes);
+    while (g_hash_table_iter_next(&it, &key, NULL))
+        inode_free(key);
+    g_hash_table_destroy(fs->inodes);
+    close(fs->root.fd);
+    g_free(fs->root.path);
+    pthread_mutex_destroy(&fs->lock);
+    g_free(fs);
+}
+
+/* ---- attributes and lookup ---------------------------------------------- */
+
+static void virtual_entry(struct fs *fs, enum ctl_node n, struct fuse_entry_param *e)
+{
+    memset(e, 0, sizeof(*e));
+    e->ino = node_id(fs, &fs->ctl[n]);
+    ctl_getattr(n, e->ino, &e->attr);
+    /* Zero timeouts: the kernel asks again, so sizes and content stay live. */
+}
+
+/* Find or make the inode for name in parent and fill e.  ns_locked: the
+ * caller holds the job's namespace lock already.  0 or -errno. */
+static int do_lookup(struct fs *fs, struct fs_inode *parent, const char *name,
+                     struct fuse_entry_param *e, bool ns_locked)
+{
+    struct fs_inode key, *inode;
+    struct stat st;
+    int fd, saved;
+
+    memset(e, 0, sizeof(*e));
+    fd = openat(parent->fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+        saved = errno;
+        close(fd);
+        return -saved;
+    }
+    if (!ns_locked)
+        pthread_mutex_lock(&fs->job->ns_lock);
+    key.dev = st.st_dev;
+    key.ino = st.st_ino;
+    pthread_mutex_lock(&fs->lock);
+    inode = g_hash_table_lookup(fs->inodes, &key);
+    if (inode) {
+        inode->nlookup++;
+        close(fd);
+    } else {
+        inode = g_new0(struct fs_inode, 1);
+        inode->fd = fd;
+        inode->dev = st.st_dev;
+        inode->ino = st.st_ino;
+        inode->nlookup = 1;
+        inode->is_dir = S_ISDIR(st.st_mode);
+        if (inode->is_dir)
+            inode->path = child_path(parent, name);
+        g_hash_table_add(fs->inodes, inode);
+    }
+    bool need_image = S_ISREG(st.st_mode) && !inode->img;
+    pthread_mutex_unlock(&fs->lock);
+
+    if (need_image) {
+        /* Under the namespace lock, so that two lookups of a file the job
+         * did not know yet cannot both start mirroring it. */
+        struct image *img = mirror_find_image(fs->job, st.st_dev, st.st_ino);
+        if (!img) {
+            g_autofree char *path = child_path(parent, name);
+            img = mirror_add_image(fs->job, path, inode->fd, &st);
+        }
+        pthread_mutex_lock(&fs->lock);
+        if (!inode->img)
+            inode->img = g_steal_pointer(&img);
+        pthread_mutex_unlock(&fs->lock);
+        image_unref(img);
+    }
+    if (!ns_locked)
+        pthread_mutex_unlock(&fs->job->ns_lock);
+
+    e->ino = node_id(fs, inode);
+    e->attr = st;
+    e->attr_timeout = ATTR_TIMEOUT;
+    e->entry_timeout = ENTRY_TIMEOUT;
+    return 0;
+}
+
+static void fs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *p = get_inode(req, parent);
+    struct fuse_entry_param e;
+    int rc;
+
+    if (is_root(fs, p) && strcmp(name, CTL_DIR_NAME) == 0) {
+        virtual_entry(fs, CTL_DIR, &e);
+        fuse_reply_entry(req, &e);
+        return;
+    }
+    if (p->ctl == CTL_DIR) {
+        enum ctl_node n = ctl_lookup(name);
+        if (n == CTL_NONE) {
+            fuse_reply_err(req, ENOENT);
+            return;
+        }
+        virtual_entry(fs, n, &e);
+        fuse_reply_entry(req, &e);
+        return;
+    }
+    rc = do_lookup(fs, p, name, &e, false);
+    if (rc < 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_entry(req, &e);
+}
+
+static void forget_one(struct fs *fs, struct fs_inode *i, uint64_t n)
+{
+    if (i->ctl != CTL_NONE || is_root(fs, i))
+        return;
+    pthread_mutex_lock(&fs->lock);
+    g_assert(i->nlookup >= n);
+    i->nlookup -= n;
+    bool gone = i->nlookup == 0;
+    if (gone)
+        g_hash_table_remove(fs->inodes, i);
+    pthread_mutex_unlock(&fs->lock);
+    if (gone)
+        inode_free(i);
+}
+
+static void fs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    forget_one(fs_of(req), get_inode(req, ino), nlookup);
+    fuse_reply_none(req);
+}
+
+static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f)
+{
+    for (size_t k = 0; k < count; k++)
+        forget_one(fs_of(req), get_inode(req, f[k].ino), f[k].nlookup);
+    fuse_reply_none(req);
+}
+
+static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs_inode *i = get_inode(req, ino);
+    struct stat st;
+
+    if (i->ctl != CTL_NONE) {
+        ctl_getattr(i->ctl, ino, &st);
+        fuse_reply_attr(req, &st, 0);
+        return;
+    }
+    if (fstatat(i->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+        fuse_reply_err(req, errno);
+        return;
+    }
+    fuse_reply_attr(req, &st, ATTR_TIMEOUT);
+}
+
+static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
+                       struct fuse_file_info *fi)
+{
+    struct fs_inode *i = get_inode(req, ino);
+    g_autofree char *proc = NULL;
+    int rc = 0;
+
+    if (i->ctl != CTL_NONE) {
+        /* `echo pause > ctl` truncates first: accept and ignore. */
+        struct stat st;
+        ctl_getattr(i->ctl, ino, &st);
+        fuse_reply_attr(req, &st, 0);
+        return;
+    }
+    proc = proc_path(i->fd);
+    if (valid & FUSE_SET_ATTR_MODE) {
+        rc = fi ? fchmod((int)fi->fh, attr->st_mode) : chmod(proc, attr->st_mode);
+        if (rc < 0)
+            goto err;
+    }
+    if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+        uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
+        gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
+        rc = fchownat(i->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+        if (rc < 0)
+            goto err;
+    }
+    if (valid & FUSE_SET_ATTR_SIZE) {
+        rc = fi ? ftruncate((int)fi->fh, attr->st_size) : truncate(proc, attr->st_size);
+        if (rc < 0)
+            goto err;
+        /* After the source changed: the target follows (invariant 4: its
+         * failure is reported by the job, not to the guest). */
+        if (i->img) {
+            int trc = image_resize(i->img, (uint64_t)attr->st_size);
+            if (trc < 0)
+                mirror_report_error(fs_of(req)->job, "%s: cannot truncate on the target: %s",
+                                    i->img->name, g_strerror(-trc));
+        }
+    }
+    if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+        struct timespec tv[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
+        if (valid & FUSE_SET_ATTR_ATIME_NOW)
+            tv[0].tv_nsec = UTIME_NOW;
+        else if (valid & FUSE_SET_ATTR_ATIME)
+            tv[0] = attr->st_atim;
+        if (valid & FUSE_SET_ATTR_MTIME_NOW)
+            tv[1].tv_nsec = UTIME_NOW;
+        else if (valid & FUSE_SET_ATTR_MTIME)
+            tv[1] = attr->st_mtim;
+        rc = fi ? futimens((int)fi->fh, tv) : utimensat(AT_FDCWD, proc, tv, 0);
+        if (rc < 0)
+            goto err;
+    }
+    fs_getattr(req, ino, fi);
+    return;
+err:
+    fuse_reply_err(req, errno);
+}
+
+static void fs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+    struct fs_inode *i = get_inode(req, ino);
+    char buf[PATH_MAX + 1];
+    ssize_t n = i->fd >= 0 ? readlinkat(i->fd, "", buf, sizeof(buf)) : -1;
+
+    if (i->fd < 0)
+        errno = EINVAL;
+    if (n < 0) {
+        fuse_reply_err(req, errno);
+        return;
+    }
+    if ((size_t)n == sizeof(buf)) {
+        fuse_reply_err(req, ENAMETOOLONG);
+        return;
+    }
+    buf[n] = '\0';
+    fuse_reply_readlink(req, buf);
+}
+
+static void fs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+    struct statvfs sv;
+
+    if (fstatvfs(fs_of(req)->root.fd, &sv) < 0)
+        fuse_reply_err(req, errno);
+    else
+        fuse_reply_statfs(req, &sv);
+}
+
+/* ---- namespace ---------------------------------------------------------- */
+
+/* Names a guest may not create or remove: the control directory. */
+static bool reserved(struct fs *fs, struct fs_inode *parent, const char *name)
+{
+    return parent->ctl != CTL_NONE || (is_root(fs, parent) && strcmp(name, CTL_DIR_NAME) == 0);
+}
+
+static void report_target(struct fs *fs, int rc, const char *what, const char *name)
+{
+    if (rc < 0)
+        mirror_report_error(fs->job, "%s: cannot %s on the target: %s", name, what,
+                            g_strerror(-rc));
+}
+
+static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *p = get_inode(req, parent);
+    struct fuse_entry_param e;
+    int rc;
+
+    if (reserved(fs, p, name)) {
+        fuse_reply_err(req, EEXIST);
+        return;
+    }
+    pthread_mutex_lock(&fs->job->ns_lock);
+    rc = mkdirat(p->fd, name, mode) < 0 ? -errno : 0;
+    if (rc == 0) {
+        g_autofree char *path = child_path(p, name);
+        report_target(fs, fs->job->target->ops->mkdir(fs->job->target, path, mode),
+                      "create the directory", path);
+        rc = do_lookup(fs, p, name, &e, true);
+    }
+    pthread_mutex_unlock(&fs->job->ns_lock);
+    if (rc < 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_entry(req, &e);
+}
+
+static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                     dev_t rdev)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *p = get_inode(req, parent);
+    struct fuse_entry_param e;
+    int rc;
+
+    if (reserved(fs, p, name)) {
+        fuse_reply_err(req, EEXIST);
+        return;
+    }
+    pthread_mutex_lock(&fs->job->ns_lock);
+    /* A regular file becomes an image in do_lookup(); other kinds are served
+     * but not mirrored. */
+    rc = mknodat(p->fd, name, mode, rdev) < 0 ? -errno : 0;
+    if (rc == 0)
+        rc = do_lookup(fs, p, name, &e, true);
+    pthread_mutex_unlock(&fs->job->ns_lock);
+    if (rc < 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_entry(req, &e);
+}
+
+static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *p = get_inode(req, parent);
+    struct fuse_entry_param e;
+    int rc;
+
+    if (reserved(fs, p, name)) {
+        fuse_reply_err(req, EEXIST);
+        return;
+    }
+    pthread_mutex_lock(&fs->job->ns_lock);
+    rc = symlinkat(link, p->fd, name) < 0 ? -errno : 0;
+    if (rc == 0) {
+        g_autofree char *path = child_path(p, name);
+        report_target(fs, fs->job->target->ops->symlink(fs->job->target, link, path),
+                      "create the symlink", path);
+        rc = do_lookup(fs, p, name, &e, true);
+    }
+    pthread_mutex_unlock(&fs->job->ns_lock);
+    if (rc < 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_entry(req, &e);
+}
+
+static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char *name)
+{
+    /* A second name for an image cannot be mirrored as such. */
+    fuse_reply_err(req, EPERM);
+}
+
+static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *p = get_inode(req, parent);
+    struct stat st;
+    int rc;
+
+    if (reserved(fs, p, name)) {
+        fuse_reply_err(req, EPERM);
+        return;
+    }
+    pthread_mutex_lock(&fs->job->ns_lock);
+    rc = fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+    if (rc == 0)
+        rc = unlinkat(p->fd, name, 0) < 0 ? -errno : 0;
+    if (rc == 0) {
+        g_autofree char *path = child_path(p, name);
+        struct image *img =
+            S_ISREG(st.st_mode) ? mirror_find_image(fs->job, st.st_dev, st.st_ino) : NULL;
+        if (img && st.st_nlink <= 1) {
+            /* Last name gone: a guest that still has it open writes into a
+             * file nobody can reach; stop mirroring it. */
+            mirror_drop_image(fs->job, img, true);
+        } else if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) {
+            report_target(fs, fs->job->target->ops->unlink(fs->job->target, path),
+                          "remove", path);
+        }
+        image_unref(img);
+    }
+    pthread_mutex_unlock(&fs->job->ns_lock);
+    fuse_reply_err(req, -rc);
+}
+
+static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *p = get_inode(req, parent);
+    int rc;
+
+    if (reserved(fs, p, name)) {
+        fuse_reply_err(req, EBUSY);
+        return;
+    }
+    pthread_mutex_lock(&fs->job->ns_lock);
+    rc = unlinkat(p->fd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+    if (rc == 0) {
+        g_autofree char *path = child_path(p, name);
+        report_target(fs, fs->job->target->ops->rmdir(fs->job->target, path),
+                      "remove the directory", path);
+    }
+    pthread_mutex_unlock(&fs->job->ns_lock);
+    fuse_reply_err(req, -rc);
+}
+
+/* Directory inodes below a renamed path get their new path.  ns_lock held. */
+static void rename_dir_paths(struct fs *fs, const char *from, const char *to, bool exchange)
+{
+    GHashTableIter it;
+    gpointer key;
+    size_t nf = strlen(from), nt = strlen(to);
+
+    pthread_mutex_lock(&fs->lock);
+    g_hash_table_iter_init(&it, fs->inodes);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        struct fs_inode *i = key;
+        char *nn = NULL;
+        if (!i->path)
+            continue;
+        if (!strncmp(i->path, from, nf) && (i->path[nf] == '\0' || i->path[nf] == '/'))
+            nn = g_strconcat(to, i->path + nf, NULL);
+        else if (exchange && !strncmp(i->path, to, nt) &&
+                 (i->path[nt] == '\0' || i->path[nt] == '/'))
+            nn = g_strconcat(from, i->path + nt, NULL);
+        if (nn) {
+            g_free(i->path);
+            i->path = nn;
+        }
+    }
+    pthread_mutex_unlock(&fs->lock);
+}
+
+static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+                      fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *p = get_inode(req, parent), *np = get_inode(req, newparent);
+    struct stat st, vst;
+    struct image *victim = NULL;
+    int rc;
+
+    if (reserved(fs, p, name) || reserved(fs, np, newname)) {
+        fuse_reply_err(req, EPERM);
+        return;
+    }
+    if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    pthread_mutex_lock(&fs->job->ns_lock);
+    rc = fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+    if (rc == 0 && !(flags & RENAME_EXCHANGE) &&
+        fstatat(np->fd, newname, &vst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(vst.st_mode) &&
+        vst.st_nlink <= 1 && !(vst.st_dev == st.st_dev && vst.st_ino == st.st_ino))
+        victim = mirror_find_image(fs->job, vst.st_dev, vst.st_ino);
+    if (rc == 0)
+        rc = renameat2(p->fd, name, np->fd, newname, flags) < 0 ? -errno : 0;
+    if (rc == 0) {
+        g_autofree char *from = child_path(p, name);
+        g_autofree char *to = child_path(np, newname);
+        bool mirrored = S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISLNK(st.st_mode);
+        bool exchange = flags & RENAME_EXCHANGE;
+
+        /* The replaced image's target file is replaced by the rename below. */
+        if (victim)
+            mirror_drop_image(fs->job, victim, false);
+        if (mirrored) {
+            int trc = fs->job->target->ops->rename(fs->job->target, from, to,
+                                                   exchange ? RENAME_EXCHANGE : 0);
+            report_target(fs, trc, "rename", from);
+        }
+        if (exchange)
+            mirror_exchange_paths(fs->job, from, to);
+        else
+            mirror_rename_paths(fs->job, from, to);
+        rename_dir_paths(fs, from, to, exchange);
+    }
+    image_unref(victim);
+    pthread_mutex_unlock(&fs->job->ns_lock);
+    fuse_reply_err(req, -rc);
+}
+
+/* ---- directories ---------------------------------------------------------- */
+
+struct dir_entry {
+    char *name;
+    ino_t ino;
+    unsigned char type;
+};
+
+/* A snapshot of the directory taken at opendir: offsets are indexes, so
+ * the injected .mirror entry cannot collide with the file system's own
+ * telldir cookies. */
+struct dir_handle {
+    GArray *entries; /* struct dir_entry */
+    int fd;
+};
+
+static void dir_entry_clear(gpointer p)
+{
+    g_free(((struct dir_entry *)p)->name);
+}
+
+static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *i = get_inode(req, ino);
+    struct dir_handle *d = g_new0(struct dir_handle, 1);
+    struct dir_entry de;
+
+    d->entries = g_array_new(FALSE, FALSE, sizeof(struct dir_entry));
+    g_array_set_clear_func(d->entries, dir_entry_clear);
+    d->fd = -1;
+    if (i->ctl == CTL_DIR) {
+        for (int n = CTL_STATUS; n < CTL_NODES; n++) {
+            de = (struct dir_entry){g_strdup(ctl_name(n)), (ino_t)node_id(fs, &fs->ctl[n]),
+                                    DT_REG};
+            g_array_append_val(d->entries, de);
+        }
+    } else {
+        int fd = openat(i->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        DIR *dp = fd >= 0 ? fdopendir(dup(fd)) : NULL;
+        struct dirent *ent;
+
+        if (!dp) {
+            int saved = errno;
+            if (fd >= 0)
+                close(fd);
+            g_array_free(d->entries, TRUE);
+            g_free(d);
+            fuse_reply_err(req, saved);
+            return;
+        }
+        while ((ent = readdir(dp)) != NULL) {
+            de = (struct dir_entry){g_strdup(ent->d_name), ent->d_ino, ent->d_type};
+            g_array_append_val(d->entries, de);
+        }
+        closedir(dp);
+        d->fd = fd; /* kept for fsyncdir */
+        if (is_root(fs, i)) {
+            de = (struct dir_entry){g_strdup(CTL_DIR_NAME), (ino_t)node_id(fs, &fs->ctl[CTL_DIR]),
+                                    DT_DIR};
+            g_array_append_val(d->entries, de);
+        }
+    }
+    fi->fh = (uint64_t)(uintptr_t)d;
+    fuse_reply_open(req, fi);
+}
+
+static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                       struct fuse_file_info *fi)
+{
+    struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+    g_autofree char *buf = g_malloc(size);
+    size_t used = 0;
+
+    for (guint k = (guint)MAX(off, 0); k < d->entries->len; k++) {
+        struct dir_entry *de = &g_array_index(d->entries, struct dir_entry, k);
+        struct stat st = {.st_ino = de->ino, .st_mode = (mode_t)de->type << 12};
+        size_t n = fuse_add_direntry(req, buf + used, size - used, de->name, &st, k + 1);
+        if (n > size - used)
+            break;
+        used += n;
+    }
+    fuse_reply_buf(req, buf, used);
+}
+
+static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+
+    if (d->fd >= 0)
+        close(d->fd);
+    g_array_free(d->entries, TRUE);
+    g_free(d);
+    fuse_reply_err(req, 0);
+}
+
+static void fs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+                        struct fuse_file_info *fi)
+{
+    struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+    int rc = 0;
+
+    if (d->fd >= 0)
+        rc = (datasync ? fdatasync(d->fd) : fsync(d->fd)) < 0 ? errno : 0;
+    fuse_reply_err(req, rc);
+}
+
+/* ---- files -------------------------------------------------------------------- */
+
+/* The backing open: O_DIRECT is dropped because libfuse 3.14's buffers are
+ * not aligned (every O_DIRECT write would fail with EINVAL); durability is
+ * unchanged, since a cache=none guest still sends its flushes (fsync) and
+ * O_SYNC/O_DSYNC are kept.  O_NOFOLLOW would refuse the /proc link. */
+static int backing_flags(int flags)
+{
+    return (flags & ~(O_DIRECT | O_NOFOLLOW | O_CREAT | O_EXCL)) | O_CLOEXEC;
+}
+
+static void after_truncating_open(struct fs *fs, struct fs_inode *i, int fd)
+{
+    struct stat st;
+
+    if (i->img && fstat(fd, &st) == 0) {
+        int rc = image_resize(i->img, (uint64_t)st.st_size);
+        if (rc < 0)
+            mirror_report_error(fs->job, "%s: cannot truncate on the target: %s",
+                                i->img->name, g_strerror(-rc));
+    }
+}
+
+static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *i = get_inode(req, ino);
+    g_autofree char *proc = NULL;
+    int fd;
+
+    if (i->ctl != CTL_NONE) {
+        ctl_open(req, fs->job, i->ctl, fi);
+        return;
+    }
+    proc = proc_path(i->fd);
+    fd = open(proc, backing_flags(fi->flags));
+    if (fd < 0) {
+        fuse_reply_err(req, errno);
+        return;
+    }
+    if (fi->flags & O_TRUNC)
+        after_truncating_open(fs, i, fd);
+    fi->fh = (uint64_t)fd;
+    fuse_reply_open(req, fi);
+}
+
+static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+                      struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *p = get_inode(req, parent);
+    struct fuse_entry_param e;
+    int fd, rc;
+
+    if (reserved(fs, p, name)) {
+        fuse_reply_err(req, p->ctl != CTL_NONE ? EACCES : EEXIST);
+        return;
+    }
+    pthread_mutex_lock(&fs->job->ns_lock);
+    fd = openat(p->fd, name, backing_flags(fi->flags) | (fi->flags & O_EXCL) | O_CREAT | O_NOFOLLOW,
+                mode);
+    rc = fd < 0 ? -errno : 0;
+    if (rc == 0)
+        rc = do_lookup(fs, p, name, &e, true);
+    pthread_mutex_unlock(&fs->job->ns_lock);
+    if (rc < 0) {
+        if (fd >= 0)
+            close(fd);
+        fuse_reply_err(req, -rc);
+        return;
+    }
+    if (fi->flags & O_TRUNC)
+        after_truncating_open(fs, get_inode(req, e.ino), fd);
+    fi->fh = (uint64_t)fd;
+    fuse_reply_create(req, &e, fi);
+}
+
+static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                    struct fuse_file_info *fi)
+{
+    struct fs_inode *i = get_inode(req, ino);
+    struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+
+    if (i->ctl != CTL_NONE) {
+        ctl_read(req, size, off, fi);
+        return;
+    }
+    /* An fd-backed reply: libfuse splices from the file to the kernel. */
+    buf.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+    buf.buf[0].fd = (int)fi->fh;
+    buf.buf[0].pos = off;
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+static void fs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf,
+                         off_t off, struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *i = get_inode(req, ino);
+    size_t size = fuse_buf_size(in_buf);
+    struct fuse_bufvec out = FUSE_BUFVEC_INIT(size);
+    ssize_t res;
+
+    if (i->ctl != CTL_NONE) {
+        g_autofree char *tmp = g_malloc(size + 1);
+        struct fuse_bufvec mem = FUSE_BUFVEC_INIT(size);
+        mem.buf[0].mem = tmp;
+        res = fuse_buf_copy(&mem, in_buf, 0);
+        if (res < 0)
+            fuse_reply_err(req, (int)-res);
+        else
+            ctl_write(req, fs->job, tmp, (size_t)res, fi);
+        return;
+    }
+    out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+    out.buf[0].fd = (int)fi->fh;
+    out.buf[0].pos = off;
+    res = fuse_buf_copy(&out, in_buf, 0);
+    /* Mark only now that the source write has returned (invariant 1): a
+     * copy that clears the bits before this point and read the old data is
+     * followed by another.  Even a failed write may have changed some bytes,
+     * so its whole range is marked. */
+    if (i->img)
+        image_mark_dirty(i->img, (uint64_t)off, res > 0 ? (uint64_t)res : size);
+    if (res < 0) {
+        fuse_reply_err(req, (int)-res);
+        return;
+    }
+    mirror_count_guest_write(fs->job, (uint64_t)res);
+    fuse_reply_write(req, (size_t)res);
+}
+
+static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs_inode *i = get_inode(req, ino);
+    int rc = 0;
+
+    if (i->ctl == CTL_NONE) {
+        /* close() of a dup reports delayed write errors, as the guest's own
+         * close() would have. */
+        int fd = dup((int)fi->fh);
+        rc = fd < 0 || close(fd) < 0 ? errno : 0;
+    }
+    fuse_reply_err(req, rc);
+}
+
+static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+    struct fs_inode *i = get_inode(req, ino);
+
+    if (i->ctl != CTL_NONE) {
+        ctl_release(req, fi);
+        return;
+    }
+    close((int)fi->fh);
+    fuse_reply_err(req, 0);
+}
+
+static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+    struct fs_inode *i = get_inode(req, ino);
+    int rc = 0;
+
+    if (i->ctl == CTL_NONE)
+        rc = (datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh)) < 0 ? errno : 0;
+    fuse_reply_err(req, rc);
+}
+
+static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+                         struct fuse_file_info *fi)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *i = get_inode(req, ino);
+    struct stat st;
+
+    if (i->ctl != CTL_NONE) {
+        fuse_reply_err(req, EOPNOTSUPP);
+        return;
+    }
+    if (fallocate((int)fi->fh, mode, off, len) < 0) {
+        fuse_reply_err(req, errno);
+        return;
+    }
+    if (i->img && fstat((int)fi->fh, &st) == 0) {
+        uint64_t size = (uint64_t)st.st_size;
+        uint64_t known, dirty, in_flight;
+
+        image_counts(i->img, &known, &dirty, &in_flight);
+        if (size != known) {
+            int rc = image_resize(i->img, size);
+            if (rc < 0)
+                mirror_report_error(fs->job, "%s: cannot resize on the target: %s",
+                                    i->img->name, g_strerror(-rc));
+        }
+        /* Plain allocation leaves the content as it was; these change it. */
+        if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE))
+            image_mark_dirty(i->img, (uint64_t)off, size > (uint64_t)off ? size - (uint64_t)off : 0);
+        else if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+            uint64_t end = MIN((uint64_t)off + (uint64_t)len, size);
+            if (end > (uint64_t)off)
+                image_mark_dirty(i->img, (uint64_t)off, end - (uint64_t)off);
+        }
+    }
+    fuse_reply_err(req, 0);
+}
+
+static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+                     struct fuse_file_info *fi)
+{
+    struct fs_inode *i = get_inode(req, ino);
+    off_t res;
+
+    if (i->ctl != CTL_NONE) {
+        fuse_reply_err(req, ESPIPE);
+        return;
+    }
+    res = lseek((int)fi->fh, off, whence);
+    if (res < 0)
+        fuse_reply_err(req, errno);
+    else
+        fuse_reply_lseek(req, res);
+}
+
+static void fs_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
+{
+    struct fs_inode *i = get_inode(req, ino);
+    int rc = 0;
+
+    if (i->ctl == CTL_NONE)
+        rc = flock((int)fi->fh, op) < 0 ? errno : 0;
+    fuse_reply_err(req, rc);
+}
+
+static void fs_init(void *userdata, struct fuse_conn_info *conn)
+{
+    /* Guest data moves kernel -> pipe -> source file without a copy in user
+     * space, and reads are answered from the file the same way. */
+    if (conn->capable & FUSE_CAP_SPLICE_WRITE)
+        conn->want |= FUSE_CAP_SPLICE_WRITE;
+    if (conn->capable & FUSE_CAP_SPLICE_MOVE)
+        conn->want |= FUSE_CAP_SPLICE_MOVE;
+    if (conn->capable & FUSE_CAP_SPLICE_READ)
+        conn->want |= FUSE_CAP_SPLICE_READ;
+    if (conn->capable & FUSE_CAP_FLOCK_LOCKS)
+        conn->want |= FUSE_CAP_FLOCK_LOCKS;
+    /* The default of 12 background requests starves async guests (qd16). */
+    conn->max_background = 64;
+    conn->congestion_threshold = 48;
+}
+
+static const struct fuse_lowlevel_ops ops = {
+    .init = fs_init,
+    .lookup = fs_lookup,
+    .forget = fs_forget,
+    .forget_multi = fs_forget_multi,
+    .getattr = fs_getattr,
+    .setattr = fs_setattr,
+    .readlink = fs_readlink,
+    .mknod = fs_mknod,
+    .mkdir = fs_mkdir,
+    .unlink = fs_unlink,
+    .rmdir = fs_rmdir,
+    .symlink = fs_symlink,
+    .rename = fs_rename,
+    .link = fs_link,
+    .open = fs_open,
+    .read = fs_read,
+    .write_buf = fs_write_buf,
+    .flush = fs_flush,
+    .release = fs_release,
+    .fsync = fs_fsync,
+    .opendir = fs_opendir,
+    .readdir = fs_readdir,
+    .releasedir = fs_releasedir,
+    .fsyncdir = fs_fsyncdir,
+    .statfs = fs_statfs,
+    .create = fs_create,
+    .flock = fs_flock,
+    .fallocate = fs_fallocate,
+    .lseek = fs_lseek,
+};
+
+const struct fuse_lowlevel_ops *fs_ops(void)
+{
+    return &ops;
+}

@@ -1,0 +1,19 @@
+/* fs.h - the FUSE low-level operations: a passthrough of SOURCE (reached
+ * only through fds opened before mounting) that tells the mirror job about
+ * every change, plus the virtual .mirror directory (control.c).
+ */
+#ifndef MIRRORFS_FS_H
+#define MIRRORFS_FS_H
+
+#include <fuse_lowlevel.h>
+
+struct mirror_job;
+struct fs;
+
+/* The state behind the operations: the inode table, the job.  root_fd is an
+ * O_PATH fd of SOURCE (taken over). */
+struct fs *fs_new(struct mirror_job *job, int root_fd);
+void fs_free(struct fs *fs);
+const struct fuse_lowlevel_ops *fs_ops(void);
+
+#endif

@@ -1,0 +1,288 @@
+/* image.c - one mirrored file (see image.h). */
+#include "config.h"
+
+#include "image.h"
+#include "bitmap.h"
+#include "mirror.h"
+#include "rangelock.h"
+#include "target.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <glib.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+static const char *const phase_names[] = {
+    [PHASE_BULK] = "bulk",
+    [PHASE_READY] = "ready",
+    [PHASE_DRAINING] = "draining",
+    [PHASE_COMPLETED] = "completed",
+};
+
+const char *image_phase_name(enum image_phase p)
+{
+    return phase_names[p];
+}
+
+static uint64_t granules_for(uint64_t bytes, uint64_t gran)
+{
+    return (bytes + gran - 1) / gran;
+}
+
+struct image *image_new(struct mirror_job *job, const char *name, dev_t dev, ino_t ino,
+                        int src_fd, struct target_image *tgt, uint64_t size,
+                        uint64_t granularity, bool all_dirty)
+{
+    struct image *img = g_new0(struct image, 1);
+    uint64_t n = granules_for(size, granularity);
+
+    img->job = job;
+    img->name = g_strdup(name);
+    img->dev = dev;
+    img->ino = ino;
+    img->src_fd = src_fd;
+    img->tgt = tgt;
+    img->refs = 1;
+    pthread_mutex_init(&img->lock, NULL);
+    pthread_cond_init(&img->idle, NULL);
+    img->granularity = granularity;
+    img->size = size;
+    img->target_size = size;
+    img->dirty = bitmap_new(n);
+    img->inflight = rangelock_new(n);
+    img->written = bitmap_new(n);
+    if (!img->dirty || !img->inflight || !img->written)
+        g_error("out of memory for the maps of %s", name);
+    if (all_dirty) {
+        bitmap_set_range(img->dirty, 0, n);
+    } else {
+        /* sync=none: the target is a copy already and may hold data anywhere. */
+        bitmap_set_range(img->written, 0, n);
+    }
+    img->phase = PHASE_BULK;
+    return img;
+}
+
+struct image *image_ref(struct image *img)
+{
+    g_atomic_int_inc(&img->refs);
+    return img;
+}
+
+void image_unref(struct image *img)
+{
+    if (!img || !g_atomic_int_dec_and_test(&img->refs))
+        return;
+    if (img->tgt)
+        img->job->target->ops->close_image(img->tgt);
+    if (img->src_fd >= 0)
+        close(img->src_fd);
+    bitmap_free(img->dirty);
+    rangelock_free(img->inflight);
+    bitmap_free(img->written);
+    pthread_cond_destroy(&img->idle);
+    pthread_mutex_destroy(&img->lock);
+    g_free(img->name);
+    g_free(img);
+}
+
+/* Resize the three maps; called with the lock held. */
+static void resize_maps(struct image *img, uint64_t size)
+{
+    uint64_t n = granules_for(size, img->granularity);
+
+    if (bitmap_resize(img->dirty, n) < 0 || rangelock_resize(img->inflight, n) < 0 ||
+        bitmap_resize(img->written, n) < 0)
+        g_error("out of memory growing the maps of %s", img->name);
+    if (img->cursor > n)
+        img->cursor = 0;
+}
+
+void image_mark_dirty(struct image *img, uint64_t off, uint64_t len)
+{
+    uint64_t g = img->granularity;
+    uint64_t end = off + len;
+
+    if (len == 0)
+        return;
+    pthread_mutex_lock(&img->lock);
+    if (end > img->size) {
+        img->size = end;
+        resize_maps(img, end);
+    }
+    if (!img->deleted)
+        bitmap_set_range(img->dirty, off / g, granules_for(end, g) - off / g);
+    pthread_mutex_unlock(&img->lock);
+    mirror_kick(img->job);
+}
+
+int image_resize(struct image *img, uint64_t size)
+{
+    uint64_t g = img->granularity;
+    int rc = 0;
+
+    pthread_mutex_lock(&img->lock);
+    /* Stop new claims, then wait for the copies in flight: one of them could
+     * otherwise write past the new end after the target was truncated. */
+    img->resizing++;
+    while (rangelock_held(img->inflight) > 0)
+        pthread_cond_wait(&img->idle, &img->lock);
+    if (img->tgt && !img->deleted) {
+        rc = img->job->target->ops->truncate(img->tgt, size);
+        if (rc == 0)
+            img->target_size = size;
+    }
+    img->size = size;
+    resize_maps(img, size);
+    if (size % g != 0 && !img->deleted)
+        bitmap_set_range(img->dirty, size / g, 1);
+    if (rc < 0 && !img->deleted) {
+        /* The target keeps stale bytes past the end: the size is fixed up
+         * when the image is flushed for ready or completion. */
+        img->target_size = UINT64_MAX;
+    }
+    img->resizing--;
+    pthread_mutex_unlock(&img->lock);
+    mirror_kick(img->job);
+    return rc;
+}
+
+/* Bytes covered by count granules from first on, clipped to size. */
+static uint64_t run_bytes(const struct image *img, uint64_t first, uint64_t count)
+{
+    uint64_t off = first * img->granularity;
+    uint64_t end = (first + count) * img->granularity;
+
+    if (end > img->size)
+        end = img->size;
+    return end > off ? end - off : 0;
+}
+
+/* Bytes of the granules set in map, clipped to size. */
+static uint64_t map_bytes(const struct image *img, uint64_t set_bits, bool last_set)
+{
+    uint64_t bytes = set_bits * img->granularity;
+    uint64_t n = granules_for(img->size, img->granularity);
+    uint64_t overshoot = n * img->granularity - img->size;
+
+    if (last_set && bytes >= overshoot)
+        bytes -= overshoot;
+    return bytes;
+}
+
+void image_counts(struct image *img, uint64_t *size, uint64_t *dirty, uint64_t *in_flight)
+{
+    pthread_mutex_lock(&img->lock);
+    uint64_t n = bitmap_size(img->dirty);
+    bool last_dirty = n > 0 && bitmap_test(img->dirty, n - 1);
+    bool last_busy = n > 0 && !rangelock_is_free(img->inflight, n - 1, 1);
+
+    *size = img->size;
+    *dirty = map_bytes(img, bitmap_count(img->dirty), last_dirty);
+    *in_flight = map_bytes(img, rangelock_held(img->inflight), last_busy);
+    pthread_mutex_unlock(&img->lock);
+}
+
+/* With the lock held: claim and clear [first, first + up to max) where the
+ * granules are dirty and free.  Returns the number claimed. */
+static uint64_t claim_locked(struct image *img, uint64_t first, uint64_t max,
+                             struct claim *c)
+{
+    uint64_t end = bitmap_next_clear(img->dirty, first);
+    uint64_t want = end - first;
+
+    if (want > max)
+        want = max;
+    if (want == 0)
+        return 0;
+    uint64_t got = rangelock_try_claim(img->inflight, first, want);
+    if (got == 0)
+        return 0;
+    /* Clear before the copier reads the source (invariant 1): a guest write
+     * that lands after this point sets the bits again. */
+    bitmap_clear_range(img->dirty, first, got);
+    c->first = first;
+    c->count = got;
+    c->off = first * img->granularity;
+    c->len = run_bytes(img, first, got);
+    c->target_may_hold_data = bitmap_any(img->written, first, got);
+    img->cursor = first + got;
+    return got;
+}
+
+bool image_claim(struct image *img, uint64_t max, struct claim *c, bool *busy)
+{
+    bool found = false;
+
+    *busy = false;
+    pthread_mutex_lock(&img->lock);
+    if (img->resizing || img->deleted || bitmap_count(img->dirty) == 0)
+        goto out;
+    uint64_t n = bitmap_size(img->dirty);
+    uint64_t pos = img->cursor < n ? img->cursor : 0;
+    bool wrapped = pos == 0;
+    /* Bounded scan: a hot region whose granules are all in flight must not
+     * keep this lock for long; the caller waits and comes back. */
+    for (int steps = 0; steps < 256; steps++) {
+        uint64_t g = bitmap_next_set(img->dirty, pos);
+        if (g >= n) {
+            if (wrapped)
+                break;
+            wrapped = true;
+            pos = 0;
+            continue;
+        }
+        if (claim_locked(img, g, max, c) > 0) {
+            found = true;
+            break;
+        }
+        *busy = true;
+        pos = g + 1;
+    }
+    if (!found && bitmap_count(img->dirty) > 0)
+        *busy = true;
+out:
+    pthread_mutex_unlock(&img->lock);
+    return found;
+}
+
+bool image_claim_at(struct image *img, uint64_t first, uint64_t max, struct claim *c)
+{
+    bool found = false;
+
+    pthread_mutex_lock(&img->lock);
+    if (!img->resizing && !img->deleted && first < bitmap_size(img->dirty) &&
+        bitmap_test(img->dirty, first))
+        found = claim_locked(img, first, max, c) > 0;
+    pthread_mutex_unlock(&img->lock);
+    return found;
+}
+
+void image_release(struct image *img, const struct claim *c, bool ok, bool data_written)
+{
+    pthread_mutex_lock(&img->lock);
+    /* The maps may have shrunk under a resize that waited for us; ranges are
+     * clipped by the bitmap functions. */
+    uint64_t n = bitmap_size(img->dirty);
+    uint64_t count = c->first >= n ? 0 : MIN(c->count, n - c->first);
+    if (count > 0) {
+        if (!ok)
+            bitmap_set_range(img->dirty, c->first, count);
+        else if (data_written)
+            bitmap_set_range(img->written, c->first, count);
+    }
+    rangelock_release(img->inflight, c->first, count);
+    /* Granules cut off by a shrink were forgotten by the rangelock already. */
+    if (rangelock_held(img->inflight) == 0)
+        pthread_cond_broadcast(&img->idle);
+    pthread_mutex_unlock(&img->lock);
+}
+
+bool image_is_clean(struct image *img)
+{
+    pthread_mutex_lock(&img->lock);
+    bool clean = bitmap_count(img->dirty) == 0 && rangelock_held(img->inflight) == 0;
+    pthread_mutex_unlock(&img->lock);
+    return clean;
+}

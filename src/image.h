@@ -1,0 +1,107 @@
+/* image.h - one mirrored file: its source fd, its target handle, its dirty
+ * map, in-flight map and phase.
+ *
+ * Locking: every field below `lock` is protected by it, except where noted.
+ * An image's lock is taken after the job's lock, never before it.  No
+ * function here does I/O while holding the lock, except image_resize(),
+ * which must exclude copies while it resizes the target.
+ *
+ * Lifetime: reference counted.  The job's list holds one reference, every
+ * FUSE inode of the file one, a worker one while it copies.
+ */
+#ifndef MIRRORFS_IMAGE_H
+#define MIRRORFS_IMAGE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "status.h"
+
+struct mirror_job;
+struct target_image;
+struct bitmap;
+struct rangelock;
+
+enum image_phase {
+    PHASE_BULK,
+    PHASE_READY,
+    PHASE_DRAINING,
+    PHASE_COMPLETED,
+};
+
+const char *image_phase_name(enum image_phase p);
+
+struct image {
+    struct mirror_job *job;
+    dev_t dev; /* source identity */
+    ino_t ino;
+    int src_fd;                 /* read-only, for the copier */
+    struct target_image *tgt;   /* NULL when the target could not open it */
+    int refs;                   /* atomic */
+    char *name;                 /* path inside SOURCE; job->lock */
+
+    pthread_mutex_t lock;
+    pthread_cond_t idle;        /* signalled when in-flight copies end */
+    uint64_t granularity;
+    uint64_t size;              /* the source's size as the mount knows it */
+    uint64_t target_size;       /* the target's size as we left it */
+    struct bitmap *dirty;       /* granules the target lacks */
+    struct rangelock *inflight; /* granules being copied */
+    struct bitmap *written;     /* granules the target may hold data in */
+    uint64_t cursor;            /* next granule the workers look at */
+    unsigned resizing;          /* >0: no new claims (a resize waits) */
+    enum image_phase phase;
+    bool deleted;               /* unlinked: no longer mirrored */
+    bool flushing;              /* the manager is flushing it for ready */
+};
+
+/* A new image of size bytes, all dirty when all_dirty (the first pass),
+ * else all clean.  Takes over src_fd and tgt.  One reference. */
+struct image *image_new(struct mirror_job *job, const char *name, dev_t dev, ino_t ino,
+                        int src_fd, struct target_image *tgt, uint64_t size,
+                        uint64_t granularity, bool all_dirty);
+struct image *image_ref(struct image *img);
+void image_unref(struct image *img);
+
+/* A guest wrote (or punched, or zeroed) [off, off+len): mark the granules
+ * dirty, growing the image when the range ends past its size.  Call this
+ * only AFTER the source operation returned (invariant 1). */
+void image_mark_dirty(struct image *img, uint64_t off, uint64_t len);
+
+/* The source was resized to size (truncate, or fallocate past the end).
+ * Waits for in-flight copies, resizes the target and the maps; the granule
+ * that holds the new end is marked dirty when it is partial.  0 or -errno of
+ * the target's truncate (the maps are resized in any case). */
+int image_resize(struct image *img, uint64_t size);
+
+/* Bytes not yet on the target and bytes in flight, under the lock. */
+void image_counts(struct image *img, uint64_t *size, uint64_t *dirty, uint64_t *in_flight);
+
+/* A claimed run of granules [first, first+count), as bytes [off, off+len)
+ * clipped to the size at claim time. */
+struct claim {
+    uint64_t first, count;
+    uint64_t off, len;
+    bool target_may_hold_data; /* some granule of the run was written before */
+};
+
+/* Claim the next dirty, not-in-flight run of at most max granules, at the
+ * cursor or after it (wrapping once), and clear its dirty bits: from here on
+ * a guest write to the run marks it dirty again (invariant 1), and no other
+ * copy of it can start (invariant 2).  Returns true with *c filled, false
+ * when nothing is claimable now.  *busy is set when dirty granules exist but
+ * are all in flight. */
+bool image_claim(struct image *img, uint64_t max, struct claim *c, bool *busy);
+/* Claim exactly from granule first on (for extending a run over a hole). */
+bool image_claim_at(struct image *img, uint64_t first, uint64_t max, struct claim *c);
+
+/* End a claim.  ok: data_written says whether the target received data in
+ * the run.  Not ok: the run is marked dirty again (invariant 3). */
+void image_release(struct image *img, const struct claim *c, bool ok, bool data_written);
+
+/* True when nothing is dirty and nothing is in flight. */
+bool image_is_clean(struct image *img);
+
+#endif

@@ -1,0 +1,284 @@
+/* main.c - mirrorfs: options, start-up checks, mount, loop, drain, exit. */
+#include "config.h"
+
+#include "fs.h"
+#include "mirror.h"
+#include "options.h"
+#include "target.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#define DEFAULT_STATE_ROOT "/var/lib/mirrorfs"
+#define EXIT_SETUP 1
+
+static void G_GNUC_PRINTF(1, 2) die(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("mirrorfs: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(EXIT_SETUP);
+}
+
+/* Canonical absolute path of a directory that may not exist yet (its
+ * parent must). */
+static char *canonical_maybe_missing(const char *path, bool *exists)
+{
+    char buf[PATH_MAX];
+
+    if (realpath(path, buf)) {
+        *exists = true;
+        return g_strdup(buf);
+    }
+    if (errno != ENOENT)
+        return NULL;
+    g_autofree char *dir = g_path_get_dirname(path);
+    g_autofree char *base = g_path_get_basename(path);
+    if (!realpath(dir, buf))
+        return NULL;
+    *exists = false;
+    return g_build_filename(buf, base, NULL);
+}
+
+static bool dir_is_empty(const char *path)
+{
+    g_autoptr(GDir) d = g_dir_open(path, 0, NULL);
+
+    return d && g_dir_read_name(d) == NULL;
+}
+
+/* The checks that need the file system, in the order a user fixes them. */
+static void check_paths(const struct mirror_options *o, const char *mountpoint,
+                        char **src_out, char **tgt_out, bool *tgt_exists)
+{
+    struct stat st;
+    char buf[PATH_MAX];
+
+    if (stat(o->source, &st) < 0)
+        die("%s: %s", o->source, g_strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        die("%s: source is not a directory", o->source);
+    if (!realpath(o->source, buf))
+        die("%s: %s", o->source, g_strerror(errno));
+    *src_out = g_strdup(buf);
+
+    if (stat(mountpoint, &st) < 0)
+        die("%s: %s", mountpoint, g_strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        die("%s: mountpoint is not a directory", mountpoint);
+    g_autofree char *mnt = realpath(mountpoint, buf) ? g_strdup(buf) : NULL;
+    if (!mnt)
+        die("%s: %s", mountpoint, g_strerror(errno));
+
+    char *tgt = canonical_maybe_missing(o->target, tgt_exists);
+    if (!tgt)
+        die("%s: target: %s", o->target, g_strerror(errno));
+    *tgt_out = tgt;
+    if (*tgt_exists) {
+        if (stat(tgt, &st) < 0)
+            die("%s: %s", o->target, g_strerror(errno));
+        if (!S_ISDIR(st.st_mode))
+            die("%s: target is not a directory", o->target);
+    }
+    if (path_is_within(*src_out, tgt))
+        die("%s: the target is inside the source %s", o->target, o->source);
+    if (path_is_within(tgt, *src_out))
+        die("%s: the source is inside the target %s", o->source, o->target);
+    /* Below the mount the target would be reached through the daemon itself. */
+    if (path_is_within(mnt, tgt))
+        die("%s: the target is inside the mountpoint %s", o->target, mountpoint);
+    if (path_is_within(tgt, mnt))
+        die("%s: the mountpoint is inside the target %s", mountpoint, o->target);
+
+    g_autofree char *ctl = g_build_filename(*src_out, ".mirror", NULL);
+    if (lstat(ctl, &st) == 0)
+        die("%s: the source holds a .mirror entry, which mirrorfs needs for itself",
+            o->source);
+    if (*tgt_exists && o->sync == SYNC_FULL && !o->overwrite && !dir_is_empty(tgt))
+        die("%s: the target is not empty (give -o overwrite to overwrite it, or "
+            "-o sync=none if it is a copy already)",
+            o->target);
+    if (*tgt_exists && access(tgt, W_OK) < 0)
+        die("%s: target: %s", o->target, g_strerror(errno));
+}
+
+static char *default_state_dir(const char *src, const char *tgt)
+{
+    g_autofree char *key = g_strconcat(src, "\n", tgt, NULL);
+    g_autofree char *sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, key, -1);
+
+    sum[16] = '\0';
+    return g_build_filename(DEFAULT_STATE_ROOT, sum, NULL);
+}
+
+/* Prepare state_dir: created, writable, no stale result. */
+static char *prepare_state_dir(const struct mirror_options *o, const char *src,
+                               const char *tgt)
+{
+    char *dir = o->state_dir ? g_strdup(o->state_dir) : default_state_dir(src, tgt);
+    g_autofree char *result = g_build_filename(dir, "result", NULL);
+
+    if (g_mkdir_with_parents(dir, 0700) < 0)
+        die("%s: cannot create the state directory: %s", dir, g_strerror(errno));
+    if (access(dir, W_OK) < 0)
+        die("%s: state directory: %s", dir, g_strerror(errno));
+    if (unlink(result) < 0 && errno != ENOENT)
+        die("%s: %s", result, g_strerror(errno));
+    char buf[PATH_MAX];
+    if (realpath(dir, buf)) {
+        g_free(dir);
+        dir = g_strdup(buf);
+    }
+    return dir;
+}
+
+/* libfuse reports a bad option with its own "fuse: " line: catch it so that
+ * the user gets mirrorfs's one-line format. */
+static struct fuse_session *new_session(struct fuse_args *args, void *userdata)
+{
+    FILE *capture = tmpfile();
+    int saved = dup(STDERR_FILENO);
+    struct fuse_session *se;
+
+    fflush(stderr);
+    if (capture)
+        dup2(fileno(capture), STDERR_FILENO);
+    se = fuse_session_new(args, fs_ops(), sizeof(struct fuse_lowlevel_ops), userdata);
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    if (capture) {
+        char line[1024];
+        rewind(capture);
+        while (fgets(line, sizeof(line), capture)) {
+            g_strchomp(line);
+            const char *msg = g_str_has_prefix(line, "fuse: ") ? line + 6 : line;
+            if (se)
+                fprintf(stderr, "%s\n", line);
+            else if (msg[0])
+                die("%s", msg);
+        }
+        fclose(capture);
+    }
+    if (!se)
+        die("cannot create the FUSE session");
+    return se;
+}
+
+int main(int argc, char *argv[])
+{
+    struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+    struct fuse_cmdline_opts cmd;
+    struct mirror_options opts;
+    g_autofree char *err = NULL;
+    g_autofree char *src = NULL, *tgt = NULL, *state_dir = NULL;
+    bool tgt_exists = false;
+    struct fuse_session *se;
+    struct target *target = NULL;
+    struct mirror_job *job = NULL;
+    struct fs *fs;
+    int src_fd, root_fd, tgt_fd, code;
+
+    /* Modes arrive with the guest's umask applied already. */
+    umask(0);
+    if (options_parse(&args, &opts, &err) < 0)
+        die("%s", err);
+    if (fuse_parse_cmdline(&args, &cmd) != 0)
+        die("cannot parse the command line");
+    if (cmd.show_help) {
+        options_print_usage(argv[0]);
+        printf("FUSE options:\n");
+        fuse_cmdline_help();
+        fuse_lowlevel_help();
+        return 0;
+    }
+    if (cmd.show_version) {
+        printf("mirrorfs %s\n", PACKAGE_VERSION);
+        fuse_lowlevel_version();
+        return 0;
+    }
+    if (!cmd.mountpoint)
+        die("missing MOUNTPOINT (usage: mirrorfs [options] SOURCE MOUNTPOINT)");
+
+    check_paths(&opts, cmd.mountpoint, &src, &tgt, &tgt_exists);
+    se = new_session(&args, NULL);
+    state_dir = prepare_state_dir(&opts, src, tgt);
+
+    /* Everything checked: from here on the target may be written. */
+    src_fd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    root_fd = open(src, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (src_fd < 0 || root_fd < 0)
+        die("%s: %s", src, g_strerror(errno));
+    if (!tgt_exists && mkdir(tgt, 0755) < 0)
+        die("%s: cannot create the target: %s", tgt, g_strerror(errno));
+    tgt_fd = open(tgt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (tgt_fd < 0)
+        die("%s: %s", tgt, g_strerror(errno));
+    target_file_new(tgt_fd, tgt, &target);
+
+    g_clear_pointer(&err, g_free);
+    if (mirror_job_new(&opts, src_fd, src, target, state_dir, cmd.foreground, &job, &err) < 0)
+        die("%s", err);
+
+    /* The session was made before the job existed; hand the fs state over
+     * through the userdata that fuse_req_userdata() returns. */
+    fs = fs_new(job, root_fd);
+    fuse_session_destroy(se);
+    se = fuse_session_new(&args, fs_ops(), sizeof(struct fuse_lowlevel_ops), fs);
+    if (!se)
+        die("cannot create the FUSE session");
+
+    if (fuse_set_signal_handlers(se) != 0)
+        die("cannot set signal handlers");
+    if (fuse_session_mount(se, cmd.mountpoint) != 0)
+        die("%s: cannot mount", cmd.mountpoint);
+    if (!cmd.foreground)
+        openlog("mirrorfs", LOG_PID, LOG_DAEMON);
+    if (fuse_daemonize(cmd.foreground) != 0) {
+        fuse_session_unmount(se);
+        die("cannot run in the background");
+    }
+    mirror_start(job);
+
+    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_clone_fd(cfg, 1);
+    fuse_loop_cfg_set_max_threads(cfg, 64);
+    fuse_loop_cfg_set_idle_threads(cfg, 16);
+    if (cmd.singlethread)
+        fuse_session_loop(se);
+    else
+        fuse_session_loop_mt(se, cfg);
+    fuse_loop_cfg_destroy(cfg);
+
+    /* The loop ends when the mount is gone (the kernel sends no DESTROY for
+     * a plain fuse mount) or on a signal: either way no guest can write any
+     * more, and the drain runs here. */
+    fuse_session_unmount(se);
+    fuse_remove_signal_handlers(se);
+    code = mirror_finish(job);
+    fuse_session_destroy(se);
+    fs_free(fs);
+    mirror_job_free(job);
+    target->ops->destroy(target);
+    close(src_fd);
+    free(cmd.mountpoint);
+    fuse_opt_free_args(&args);
+    options_clear(&opts);
+    return code;
+}

@@ -1,0 +1,901 @@
+/* mirror.c - the mirror job (see mirror.h). */
+#include "config.h"
+
+#include "mirror.h"
+#include "bitmap.h"
+#include "rangelock.h"
+#include "target.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+/* A run that starts in a hole may be extended over the rest of the hole by
+ * this much at a time: no data moves, so it needs no buffer. */
+#define HOLE_RUN_MAX (64ull << 30)
+#define MANAGER_TICK_NS (50 * 1000 * 1000ull)
+#define IDLE_WAIT_US (100 * 1000)
+#define IGNORE_BACKOFF_MIN_US (100 * 1000)
+#define IGNORE_BACKOFF_MAX_US (5 * 1000 * 1000)
+/* Under on_*_error=ignore a drain gives up after this many failures in a
+ * row: nobody is left to free space or repair the target. */
+#define DRAIN_MAX_CONSECUTIVE_ERRORS 20
+
+static void job_log(struct mirror_job *job, int prio, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+
+static void job_log(struct mirror_job *job, int prio, const char *fmt, ...)
+{
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    if (job->foreground)
+        fprintf(stderr, "mirrorfs: %s\n", msg);
+    else
+        syslog(prio, "%s", msg);
+}
+
+static void set_last_error_locked(struct mirror_job *job, const char *msg)
+{
+    g_free(job->last_error);
+    job->last_error = g_strdup(msg);
+}
+
+void mirror_report_error(struct mirror_job *job, const char *fmt, ...)
+{
+    va_list ap;
+    g_autofree char *msg = NULL;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    g_atomic_pointer_add(&job->errors, 1);
+    pthread_mutex_lock(&job->lock);
+    set_last_error_locked(job, msg);
+    pthread_mutex_unlock(&job->lock);
+    job_log(job, LOG_ERR, "%s", msg);
+}
+
+void mirror_kick(struct mirror_job *job)
+{
+    /* Writers check for sleepers without the lock: a wake-up lost to the
+     * race costs at most one IDLE_WAIT_US, never data. */
+    if (g_atomic_int_get(&job->idle_workers) > 0) {
+        pthread_mutex_lock(&job->lock);
+        pthread_cond_broadcast(&job->wake);
+        pthread_mutex_unlock(&job->lock);
+    }
+}
+
+void mirror_count_guest_write(struct mirror_job *job, uint64_t bytes)
+{
+    g_atomic_pointer_add(&job->guest_write_bytes, bytes);
+}
+
+/* ---- images --------------------------------------------------------------- */
+
+struct image *mirror_find_image(struct mirror_job *job, dev_t dev, ino_t ino)
+{
+    struct image *found = NULL;
+
+    pthread_mutex_lock(&job->lock);
+    for (guint i = 0; i < job->images->len; i++) {
+        struct image *img = g_ptr_array_index(job->images, i);
+        if (img->dev == dev && img->ino == ino) {
+            found = image_ref(img);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&job->lock);
+    return found;
+}
+
+/* Open the image on the target and add it to the job.  fresh: the target's
+ * copy starts empty and everything is dirty; else (sync=none at start-up)
+ * the target is trusted to be a copy already. */
+static int add_image(struct mirror_job *job, const char *name, int fd,
+                     const struct stat *st, bool fresh, struct image **out)
+{
+    struct target_image *ti = NULL;
+    g_autofree char *proc = g_strdup_printf("/proc/self/fd/%d", fd);
+    int src_fd, rc;
+
+    /* The copier's own read-only fd: it stays valid across renames. */
+    src_fd = open(proc, O_RDONLY | O_CLOEXEC);
+    if (src_fd < 0)
+        return -errno;
+    rc = job->target->ops->open_image(job->target, name, st->st_mode, (uint64_t)st->st_size,
+                                      fresh, &ti);
+    if (rc < 0) {
+        close(src_fd);
+        return rc;
+    }
+    struct image *img = image_new(job, name, st->st_dev, st->st_ino, src_fd, ti,
+                                  (uint64_t)st->st_size, job->opts->granularity, fresh);
+    pthread_mutex_lock(&job->lock);
+    if (job->state == JOB_DRAINING)
+        img->phase = PHASE_DRAINING;
+    g_ptr_array_add(job->images, image_ref(img));
+    pthread_cond_broadcast(&job->wake);
+    pthread_mutex_unlock(&job->lock);
+    *out = img;
+    return 0;
+}
+
+static void fail_job(struct mirror_job *job, const char *why);
+
+struct image *mirror_add_image(struct mirror_job *job, const char *name, int fd,
+                               const struct stat *st)
+{
+    struct image *img = NULL;
+    int rc = add_image(job, name, fd, st, true, &img);
+
+    if (rc < 0) {
+        g_autofree char *msg =
+            g_strdup_printf("%s: cannot start mirroring it: %s", name, g_strerror(-rc));
+        /* A file the target cannot hold makes the mirror incomplete whatever
+         * the policy: never let such a job end as "completed". */
+        mirror_report_error(job, "%s", msg);
+        fail_job(job, msg);
+        return NULL;
+    }
+    return img;
+}
+
+void mirror_drop_image(struct mirror_job *job, struct image *img, bool unlink_target)
+{
+    g_autofree char *name = NULL;
+
+    pthread_mutex_lock(&job->lock);
+    pthread_mutex_lock(&img->lock);
+    img->deleted = true;
+    bitmap_clear_range(img->dirty, 0, bitmap_size(img->dirty));
+    pthread_mutex_unlock(&img->lock);
+    name = g_strdup(img->name);
+    bool removed = g_ptr_array_remove(job->images, img);
+    pthread_mutex_unlock(&job->lock);
+    if (removed)
+        image_unref(img);
+    if (unlink_target) {
+        int rc = job->target->ops->unlink(job->target, name);
+        if (rc < 0)
+            mirror_report_error(job, "%s: cannot remove it on the target: %s", name,
+                                g_strerror(-rc));
+    }
+}
+
+/* from renamed to to: is name from itself or below it?  Returns the new name. */
+static char *renamed(const char *name, const char *from, const char *to)
+{
+    size_t n = strlen(from);
+
+    if (strcmp(name, from) == 0)
+        return g_strdup(to);
+    if (strncmp(name, from, n) == 0 && name[n] == '/')
+        return g_strconcat(to, name + n, NULL);
+    return NULL;
+}
+
+void mirror_rename_paths(struct mirror_job *job, const char *from, const char *to)
+{
+    pthread_mutex_lock(&job->lock);
+    for (guint i = 0; i < job->images->len; i++) {
+        struct image *img = g_ptr_array_index(job->images, i);
+        char *nn = renamed(img->name, from, to);
+        if (nn) {
+            g_free(img->name);
+            img->name = nn;
+        }
+    }
+    pthread_mutex_unlock(&job->lock);
+}
+
+void mirror_exchange_paths(struct mirror_job *job, const char *a, const char *b)
+{
+    pthread_mutex_lock(&job->lock);
+    for (guint i = 0; i < job->images->len; i++) {
+        struct image *img = g_ptr_array_index(job->images, i);
+        char *nn = renamed(img->name, a, b);
+        if (!nn)
+            nn = renamed(img->name, b, a);
+        if (nn) {
+            g_free(img->name);
+            img->name = nn;
+        }
+    }
+    pthread_mutex_unlock(&job->lock);
+}
+
+/* ---- start-up scan ---------------------------------------------------------- */
+
+static int scan_dir(struct mirror_job *job, int dirfd, const char *rel, char **err)
+{
+    int fd = dup(dirfd);
+    DIR *dir;
+    struct dirent *de;
+    int rc = 0;
+
+    if (fd < 0 || !(dir = fdopendir(fd))) {
+        rc = -errno;
+        if (fd >= 0)
+            close(fd);
+        *err = g_strdup_printf("%s: cannot read the directory: %s", rel[0] ? rel : ".",
+                               g_strerror(-rc));
+        return rc;
+    }
+    while (rc == 0 && (errno = 0, de = readdir(dir)) != NULL) {
+        struct stat st;
+        const char *n = de->d_name;
+        g_autofree char *path = NULL;
+
+        if (!strcmp(n, ".") || !strcmp(n, ".."))
+            continue;
+        path = rel[0] ? g_strconcat(rel, "/", n, NULL) : g_strdup(n);
+        if (fstatat(dirfd, n, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            rc = -errno;
+            *err = g_strdup_printf("%s: %s", path, g_strerror(errno));
+            break;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            int sub = openat(dirfd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub < 0) {
+                rc = -errno;
+                *err = g_strdup_printf("%s: %s", path, g_strerror(errno));
+                break;
+            }
+            rc = job->target->ops->mkdir(job->target, path, st.st_mode);
+            if (rc < 0)
+                *err = g_strdup_printf("target: cannot create directory %s: %s", path,
+                                       g_strerror(-rc));
+            else
+                rc = scan_dir(job, sub, path, err);
+            close(sub);
+        } else if (S_ISREG(st.st_mode)) {
+            struct image *img = mirror_find_image(job, st.st_dev, st.st_ino);
+            if (img) {
+                /* A second hard link: the data is mirrored once, under the
+                 * first name. */
+                job_log(job, LOG_WARNING, "%s: hard link of %s, not mirrored twice", path,
+                        img->name);
+                image_unref(img);
+                continue;
+            }
+            int f = openat(dirfd, n, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+            if (f < 0) {
+                rc = -errno;
+                *err = g_strdup_printf("%s: %s", path, g_strerror(errno));
+                break;
+            }
+            rc = add_image(job, path, f, &st, job->opts->sync == SYNC_FULL, &img);
+            close(f);
+            if (rc < 0)
+                *err = g_strdup_printf("target: cannot create %s: %s", path,
+                                       g_strerror(-rc));
+            else
+                image_unref(img);
+        } else if (S_ISLNK(st.st_mode)) {
+            char buf[PATH_MAX];
+            ssize_t len = readlinkat(dirfd, n, buf, sizeof(buf) - 1);
+            if (len < 0) {
+                rc = -errno;
+                *err = g_strdup_printf("%s: %s", path, g_strerror(errno));
+                break;
+            }
+            buf[len] = '\0';
+            rc = job->target->ops->symlink(job->target, buf, path);
+            if (rc == -EEXIST && job->opts->sync == SYNC_NONE)
+                rc = 0;
+            if (rc < 0)
+                *err = g_strdup_printf("target: cannot create symlink %s: %s", path,
+                                       g_strerror(-rc));
+        }
+        /* Devices, FIFOs and sockets are served but not mirrored. */
+    }
+    if (rc == 0 && errno != 0) {
+        rc = -errno;
+        *err = g_strdup_printf("%s: cannot read the directory: %s", rel[0] ? rel : ".",
+                               g_strerror(errno));
+    }
+    closedir(dir);
+    return rc;
+}
+
+int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *source_path,
+                   struct target *target, const char *state_dir, bool foreground,
+                   struct mirror_job **out, char **err)
+{
+    struct mirror_job *job = g_new0(struct mirror_job, 1);
+    int rc;
+
+    job->opts = opts;
+    job->target = target;
+    job->source_path = g_strdup(source_path);
+    job->state_dir = g_strdup(state_dir);
+    job->source_dirfd = source_dirfd;
+    job->foreground = foreground;
+    job->chunk = options_chunk_size(opts);
+    pthread_mutex_init(&job->ns_lock, NULL);
+    pthread_mutex_init(&job->lock, NULL);
+    pthread_cond_init(&job->wake, NULL);
+    job->images = g_ptr_array_new();
+    job->state = JOB_RUNNING;
+    job->last_error = g_strdup("");
+    job->rate_last_ns = now_ns();
+
+    rc = scan_dir(job, source_dirfd, "", err);
+    if (rc < 0) {
+        mirror_job_free(job);
+        return rc;
+    }
+    *out = job;
+    return 0;
+}
+
+void mirror_job_free(struct mirror_job *job)
+{
+    if (!job)
+        return;
+    for (guint i = 0; i < job->images->len; i++)
+        image_unref(g_ptr_array_index(job->images, i));
+    g_ptr_array_free(job->images, TRUE);
+    pthread_cond_destroy(&job->wake);
+    pthread_mutex_destroy(&job->lock);
+    pthread_mutex_destroy(&job->ns_lock);
+    g_free(job->worker_threads);
+    g_free(job->source_path);
+    g_free(job->state_dir);
+    g_free(job->pause_reason);
+    g_free(job->last_error);
+    g_free(job);
+}
+
+/* ---- copying ----------------------------------------------------------------- */
+
+enum copy_error_side { SIDE_SOURCE, SIDE_TARGET };
+
+struct copy_result {
+    int rc;                  /* 0 or -errno */
+    enum copy_error_side side;
+    bool data_written;
+    uint64_t hole_end;       /* the run ended in a hole that goes on to here */
+};
+
+static bool all_zero(const char *buf, size_t len)
+{
+    return len == 0 || (buf[0] == 0 && memcmp(buf, buf + 1, len - 1) == 0);
+}
+
+/* Copy [c->off, c->off + c->len) from source to target.  Holes and all-zero
+ * blocks are not written: where the target may hold data they are zeroed
+ * (a punched hole), elsewhere the target reads zero already. */
+static void copy_run(struct mirror_job *job, struct image *img, const struct claim *c,
+                     char *buf, struct copy_result *r)
+{
+    const struct target_ops *ops = job->target->ops;
+    uint64_t pos = c->off, end = c->off + c->len;
+
+    memset(r, 0, sizeof(*r));
+    while (pos < end) {
+        off_t data = lseek(img->src_fd, (off_t)pos, SEEK_DATA);
+        uint64_t seg_end;
+
+        if (data < 0 && errno != ENXIO) {
+            r->rc = -errno;
+            r->side = SIDE_SOURCE;
+            return;
+        }
+        /* ENXIO: no data from pos to the end of the file. */
+        uint64_t data_at = data < 0 ? UINT64_MAX : (uint64_t)data;
+        if (data_at > pos) {
+            seg_end = MIN(data_at, end);
+            if (c->target_may_hold_data) {
+                int rc = ops->zero(img->tgt, pos, seg_end - pos);
+                if (rc < 0) {
+                    r->rc = rc;
+                    r->side = SIDE_TARGET;
+                    return;
+                }
+            }
+            if (data_at > end)
+                r->hole_end = data_at;
+            pos = seg_end;
+            continue;
+        }
+        off_t hole = lseek(img->src_fd, (off_t)pos, SEEK_HOLE);
+        seg_end = hole < 0 ? end : MIN((uint64_t)hole, end);
+        while (pos < seg_end) {
+            size_t want = (size_t)MIN(seg_end - pos, job->chunk);
+            ssize_t n = pread(img->src_fd, buf, want, (off_t)pos);
+            int rc;
+
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                r->rc = -errno;
+                r->side = SIDE_SOURCE;
+                return;
+            }
+            if (n == 0) {
+                /* The file shrank under us; the resize marks what is left. */
+                return;
+            }
+            if (all_zero(buf, (size_t)n)) {
+                rc = c->target_may_hold_data ? ops->zero(img->tgt, pos, (uint64_t)n) : 0;
+            } else {
+                rc = ops->pwrite(img->tgt, buf, (size_t)n, pos);
+                if (rc == 0) {
+                    r->data_written = true;
+                    g_atomic_pointer_add(&job->transferred_bytes, n);
+                }
+            }
+            if (rc < 0) {
+                r->rc = rc;
+                r->side = SIDE_TARGET;
+                return;
+            }
+            pos += (uint64_t)n;
+        }
+    }
+}
+
+static void fail_job(struct mirror_job *job, const char *why)
+{
+    pthread_mutex_lock(&job->lock);
+    if (job->state == JOB_RUNNING || job->state == JOB_DRAINING) {
+        job->state = JOB_FAILED;
+        pthread_cond_broadcast(&job->wake);
+        pthread_mutex_unlock(&job->lock);
+        job_log(job, LOG_ERR, "job failed: %s", why);
+        return;
+    }
+    pthread_mutex_unlock(&job->lock);
+}
+
+/* Apply the error policy to a failed copy; the run is dirty again already.
+ * Returns the time this worker should back off, in microseconds. */
+static uint64_t handle_copy_error(struct mirror_job *job, struct image *img,
+                                  const struct copy_result *r, uint64_t off,
+                                  unsigned consecutive)
+{
+    enum error_action action =
+        r->side == SIDE_SOURCE ? job->opts->on_source_error : job->opts->on_target_error;
+    g_autofree char *name = NULL;
+
+    pthread_mutex_lock(&job->lock);
+    name = g_strdup(img->name);
+    pthread_mutex_unlock(&job->lock);
+    g_autofree char *msg = g_strdup_printf(
+        "%s: %s error at offset %" PRIu64 ": %s", name,
+        r->side == SIDE_SOURCE ? "source read" : "target write", off, g_strerror(-r->rc));
+    mirror_report_error(job, "%s", msg);
+
+    pthread_mutex_lock(&job->lock);
+    bool draining = job->state == JOB_DRAINING;
+    pthread_mutex_unlock(&job->lock);
+    if (action == ERROR_ACTION_REPORT ||
+        (draining && (action == ERROR_ACTION_STOP ||
+                      consecutive >= DRAIN_MAX_CONSECUTIVE_ERRORS))) {
+        fail_job(job, msg);
+        return 0;
+    }
+    if (action == ERROR_ACTION_STOP) {
+        pthread_mutex_lock(&job->lock);
+        job->paused = true;
+        g_free(job->pause_reason);
+        job->pause_reason = g_strdup(msg);
+        pthread_mutex_unlock(&job->lock);
+        job_log(job, LOG_WARNING, "paused after an error; resume with 'mirrorctl resume'");
+        return 0;
+    }
+    uint64_t backoff = IGNORE_BACKOFF_MIN_US << MIN(consecutive, 10u);
+    return MIN(backoff, (uint64_t)IGNORE_BACKOFF_MAX_US);
+}
+
+static bool job_copying(const struct mirror_job *job)
+{
+    return !job->paused && (job->state == JOB_RUNNING || job->state == JOB_DRAINING);
+}
+
+/* With job->lock held: claim a run from some image, round-robin. */
+static struct image *pick_work(struct mirror_job *job, struct claim *c)
+{
+    guint n = job->images->len;
+    uint64_t max = job->chunk / job->opts->granularity;
+    bool busy;
+
+    for (guint k = 0; k < n; k++) {
+        guint i = (job->next_image + k) % n;
+        struct image *img = g_ptr_array_index(job->images, i);
+        if (image_claim(img, max, c, &busy)) {
+            job->next_image = i + 1;
+            return image_ref(img);
+        }
+    }
+    return NULL;
+}
+
+static gpointer worker_main(gpointer data)
+{
+    struct mirror_job *job = data;
+    char *buf = NULL;
+    unsigned consecutive_errors = 0;
+
+    if (posix_memalign((void **)&buf, 4096, job->chunk) != 0)
+        g_error("out of memory for a copy buffer");
+    pthread_mutex_lock(&job->lock);
+    for (;;) {
+        struct claim c;
+        struct image *img = NULL;
+
+        if (job->stopping)
+            break;
+        if (job_copying(job))
+            img = pick_work(job, &c);
+        if (!img) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += IDLE_WAIT_US * 1000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+            g_atomic_int_inc(&job->idle_workers);
+            pthread_cond_timedwait(&job->wake, &job->lock, &until);
+            g_atomic_int_dec_and_test(&job->idle_workers);
+            continue;
+        }
+        pthread_mutex_unlock(&job->lock);
+
+        struct copy_result r;
+        uint64_t backoff = 0;
+        for (;;) {
+            copy_run(job, img, &c, buf, &r);
+            image_release(img, &c, r.rc == 0, r.data_written);
+            if (r.rc < 0) {
+                consecutive_errors++;
+                backoff = handle_copy_error(job, img, &r, c.off, consecutive_errors);
+                break;
+            }
+            consecutive_errors = 0;
+            /* The run ended inside a hole that goes on: take the rest of the
+             * hole in one claim (no data moves, so no buffer limit). */
+            if (r.hole_end <= c.off + c.len)
+                break;
+            uint64_t next = c.first + c.count;
+            uint64_t hole_granules = (MIN(r.hole_end, (uint64_t)INT64_MAX) -
+                                      next * job->opts->granularity) /
+                                     job->opts->granularity;
+            uint64_t max = MIN(hole_granules, HOLE_RUN_MAX / job->opts->granularity);
+            if (max == 0 || !image_claim_at(img, next, max, &c))
+                break;
+        }
+        image_unref(img);
+        if (backoff)
+            g_usleep(backoff);
+        pthread_mutex_lock(&job->lock);
+        /* Released granules may be what another worker waits for. */
+        pthread_cond_broadcast(&job->wake);
+    }
+    pthread_mutex_unlock(&job->lock);
+    free(buf);
+    return NULL;
+}
+
+/* ---- phases -------------------------------------------------------------------- */
+
+/* Make the target's copy of a clean image exact in size and durable.
+ * Returns true when the image was clean before and after the flush. */
+static bool flush_clean_image(struct mirror_job *job, struct image *img)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&img->lock);
+    bool clean = bitmap_count(img->dirty) == 0 && rangelock_held(img->inflight) == 0;
+    if (clean && !img->deleted && img->tgt)
+        rc = job->target->ops->truncate(img->tgt, img->size);
+    pthread_mutex_unlock(&img->lock);
+    if (!clean || img->deleted)
+        return false;
+    if (rc == 0 && img->tgt)
+        rc = job->target->ops->flush(img->tgt);
+    if (rc < 0) {
+        g_autofree char *msg =
+            g_strdup_printf("%s: cannot flush the target: %s", img->name, g_strerror(-rc));
+        mirror_report_error(job, "%s", msg);
+        if (job->opts->on_target_error == ERROR_ACTION_REPORT)
+            fail_job(job, msg);
+        return false;
+    }
+    return image_is_clean(img);
+}
+
+static GPtrArray *images_snapshot(struct mirror_job *job)
+{
+    GPtrArray *a = g_ptr_array_new_with_free_func((GDestroyNotify)image_unref);
+
+    for (guint i = 0; i < job->images->len; i++)
+        g_ptr_array_add(a, image_ref(g_ptr_array_index(job->images, i)));
+    return a;
+}
+
+static void manager_tick(struct mirror_job *job)
+{
+    pthread_mutex_lock(&job->lock);
+    enum job_state state = job->state;
+    bool copying = job_copying(job);
+    g_autoptr(GPtrArray) imgs = images_snapshot(job);
+
+    uint64_t now = now_ns();
+    if (now - job->rate_last_ns >= 1000000000ull) {
+        uint64_t t = g_atomic_pointer_get(&job->transferred_bytes);
+        job->rate_bytes_per_s =
+            (uint64_t)((double)(t - job->rate_last_bytes) * 1e9 / (double)(now - job->rate_last_ns));
+        job->rate_last_bytes = t;
+        job->rate_last_ns = now;
+    }
+    pthread_mutex_unlock(&job->lock);
+    if (!copying)
+        return;
+
+    if (state == JOB_RUNNING) {
+        /* READY once per image: clean, then flushed, then still clean. */
+        for (guint i = 0; i < imgs->len; i++) {
+            struct image *img = g_ptr_array_index(imgs, i);
+            pthread_mutex_lock(&img->lock);
+            bool bulk = img->phase == PHASE_BULK;
+            pthread_mutex_unlock(&img->lock);
+            if (bulk && flush_clean_image(job, img)) {
+                pthread_mutex_lock(&img->lock);
+                if (img->phase == PHASE_BULK)
+                    img->phase = PHASE_READY;
+                pthread_mutex_unlock(&img->lock);
+            }
+        }
+        pthread_mutex_lock(&job->lock);
+        bool all_ready = true;
+        for (guint i = 0; i < job->images->len; i++) {
+            struct image *img = g_ptr_array_index(job->images, i);
+            if (img->phase != PHASE_READY)
+                all_ready = false;
+        }
+        bool report = all_ready && !job->all_ready_reported;
+        job->all_ready_reported = all_ready;
+        pthread_mutex_unlock(&job->lock);
+        if (report)
+            job_log(job, LOG_INFO, "ready: the target has caught up");
+    } else if (state == JOB_DRAINING) {
+        /* No guest can write any more: once everything is clean, flush
+         * every image and the namespace, and the job is complete. */
+        for (guint i = 0; i < imgs->len; i++)
+            if (!image_is_clean(g_ptr_array_index(imgs, i)))
+                return;
+        for (guint i = 0; i < imgs->len; i++)
+            if (!flush_clean_image(job, g_ptr_array_index(imgs, i)))
+                return;
+        int rc = job->target->ops->sync_all(job->target);
+        if (rc < 0) {
+            mirror_report_error(job, "cannot sync the target: %s", g_strerror(-rc));
+            fail_job(job, "cannot sync the target");
+            return;
+        }
+        pthread_mutex_lock(&job->lock);
+        if (job->state == JOB_DRAINING) {
+            for (guint i = 0; i < job->images->len; i++) {
+                struct image *img = g_ptr_array_index(job->images, i);
+                pthread_mutex_lock(&img->lock);
+                img->phase = PHASE_COMPLETED;
+                pthread_mutex_unlock(&img->lock);
+            }
+            job->state = JOB_COMPLETED;
+            pthread_cond_broadcast(&job->wake);
+        }
+        pthread_mutex_unlock(&job->lock);
+    }
+}
+
+static gpointer manager_main(gpointer data)
+{
+    struct mirror_job *job = data;
+
+    for (;;) {
+        pthread_mutex_lock(&job->lock);
+        bool stop = job->stopping;
+        pthread_mutex_unlock(&job->lock);
+        if (stop)
+            break;
+        manager_tick(job);
+        g_usleep(MANAGER_TICK_NS / 1000);
+    }
+    return NULL;
+}
+
+void mirror_start(struct mirror_job *job)
+{
+    unsigned n = job->opts->workers;
+
+    job->worker_threads = g_new0(GThread *, n);
+    for (unsigned i = 0; i < n; i++)
+        job->worker_threads[i] = g_thread_new("mirror-copy", worker_main, job);
+    job->manager_thread = g_thread_new("mirror-manager", manager_main, job);
+}
+
+static const char *job_phase(struct mirror_job *job)
+{
+    switch (job->state) {
+    case JOB_COMPLETED:
+        return "completed";
+    case JOB_FAILED:
+        return "failed";
+    case JOB_CANCELLED:
+        return "cancelled";
+    case JOB_DRAINING:
+        return "draining";
+    case JOB_RUNNING:
+        break;
+    }
+    if (job->paused)
+        return "paused";
+    enum image_phase least = PHASE_READY;
+    for (guint i = 0; i < job->images->len; i++) {
+        struct image *img = g_ptr_array_index(job->images, i);
+        if (img->phase < least)
+            least = img->phase;
+    }
+    return image_phase_name(least);
+}
+
+static int job_exit_code(const struct mirror_job *job)
+{
+    switch (job->state) {
+    case JOB_COMPLETED:
+        return 0;
+    case JOB_CANCELLED:
+        return 2;
+    default:
+        return 3;
+    }
+}
+
+void mirror_snapshot(struct mirror_job *job, struct status_snapshot *s)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_lock(&job->lock);
+    s->phase = job_phase(job);
+    s->pid = getpid();
+    s->source = g_strdup(job->source_path);
+    s->target = g_strdup(job->target->description);
+    s->copy_mode = copy_mode_name(job->opts->copy_mode);
+    s->n_images = job->images->len;
+    s->images = job->images->len;
+    s->image = g_new0(struct image_status, s->n_images);
+    for (guint i = 0; i < job->images->len; i++) {
+        struct image *img = g_ptr_array_index(job->images, i);
+        struct image_status *is = &s->image[i];
+        is->name = g_strdup(img->name);
+        image_counts(img, &is->size, &is->dirty, &is->in_flight);
+        is->copied = is->size - MIN(is->size, is->dirty + is->in_flight);
+        pthread_mutex_lock(&img->lock);
+        is->phase = image_phase_name(img->phase);
+        pthread_mutex_unlock(&img->lock);
+        s->total_bytes += is->size;
+        s->dirty_bytes += is->dirty;
+        s->in_flight_bytes += is->in_flight;
+        s->copied_bytes += is->copied;
+    }
+    s->transferred_bytes = g_atomic_pointer_get(&job->transferred_bytes);
+    s->rate_bytes_per_s = job->rate_bytes_per_s;
+    uint64_t left = s->dirty_bytes + s->in_flight_bytes;
+    s->eta_s = left == 0 ? 0 : job->rate_bytes_per_s ? (int64_t)(left / job->rate_bytes_per_s) : -1;
+    s->guest_write_bytes = g_atomic_pointer_get(&job->guest_write_bytes);
+    s->errors = g_atomic_pointer_get(&job->errors);
+    s->last_error = g_strdup(job->pause_reason && job->paused ? job->pause_reason
+                                                               : job->last_error);
+    s->state_dir = g_strdup(job->state_dir);
+    bool done = job->state == JOB_COMPLETED || job->state == JOB_CANCELLED ||
+                job->state == JOB_FAILED;
+    s->exit_code = done && job->stopping ? job_exit_code(job) : -1;
+    pthread_mutex_unlock(&job->lock);
+}
+
+int mirror_control(struct mirror_job *job, const char *line, char **err)
+{
+    g_autofree char *cmd = g_strstrip(g_strdup(line));
+    int rc = 0;
+
+    *err = NULL;
+    if (cmd[0] == '\0')
+        return 0;
+    pthread_mutex_lock(&job->lock);
+    if (strcmp(cmd, "pause") == 0) {
+        job->paused = true;
+        g_free(job->pause_reason);
+        job->pause_reason = NULL;
+    } else if (strcmp(cmd, "resume") == 0) {
+        job->paused = false;
+        g_free(job->pause_reason);
+        job->pause_reason = NULL;
+    } else if (strcmp(cmd, "cancel") == 0) {
+        if (job->state == JOB_RUNNING)
+            job->state = JOB_CANCELLED;
+    } else {
+        *err = g_strdup_printf("ctl: unknown or unsupported command '%s'", cmd);
+        set_last_error_locked(job, *err);
+        rc = -EINVAL;
+    }
+    pthread_cond_broadcast(&job->wake);
+    pthread_mutex_unlock(&job->lock);
+    if (rc == 0)
+        job_log(job, LOG_INFO, "ctl: %s", cmd);
+    return rc;
+}
+
+static void write_result(struct mirror_job *job)
+{
+    struct status_snapshot s;
+    g_autofree char *text = NULL;
+    g_autofree char *path = g_build_filename(job->state_dir, "result", NULL);
+    g_autoptr(GError) gerr = NULL;
+
+    mirror_snapshot(job, &s);
+    text = status_format_text(&s);
+    status_snapshot_clear(&s);
+    /* g_file_set_contents writes a temporary file, fsyncs it and renames it
+     * over the old one: a reader never sees half a result. */
+    if (!g_file_set_contents(path, text, -1, &gerr))
+        job_log(job, LOG_ERR, "cannot record the result: %s", gerr->message);
+}
+
+int mirror_finish(struct mirror_job *job)
+{
+    pthread_mutex_lock(&job->lock);
+    if (job->state == JOB_RUNNING) {
+        if (job->opts->on_unmount == UNMOUNT_CANCEL) {
+            job->state = JOB_CANCELLED;
+        } else {
+            job->state = JOB_DRAINING;
+            /* Nobody can resume a paused job once the mount is gone. */
+            job->paused = false;
+            for (guint i = 0; i < job->images->len; i++) {
+                struct image *img = g_ptr_array_index(job->images, i);
+                pthread_mutex_lock(&img->lock);
+                img->phase = PHASE_DRAINING;
+                pthread_mutex_unlock(&img->lock);
+            }
+        }
+    }
+    pthread_cond_broadcast(&job->wake);
+    if (job->state == JOB_DRAINING)
+        job_log(job, LOG_INFO, "unmounted: draining");
+    while (job->state == JOB_DRAINING)
+        pthread_cond_wait(&job->wake, &job->lock);
+    job->stopping = true;
+    pthread_cond_broadcast(&job->wake);
+    pthread_mutex_unlock(&job->lock);
+
+    for (unsigned i = 0; i < job->opts->workers; i++)
+        if (job->worker_threads && job->worker_threads[i])
+            g_thread_join(job->worker_threads[i]);
+    if (job->manager_thread)
+        g_thread_join(job->manager_thread);
+
+    int code = job_exit_code(job);
+    write_result(job);
+    job_log(job, code == 0 ? LOG_INFO : LOG_ERR, "%s (exit code %d)",
+            code == 0 ? "completed: the target is an exact copy"
+                      : job->state == JOB_CANCELLED ? "cancelled: the target may be inconsistent"
+                                                    : "failed",
+            code);
+    return code;
+}

@@ -1,0 +1,115 @@
+/* mirror.h - the mirror job: its images, copy workers, phases, error policy,
+ * drain and result.
+ *
+ * Threads: `workers` copy threads and one manager thread (ready and
+ * completion checks, rate sampling).  FUSE threads call the image_* and
+ * mirror_* entry points below.  Lock order: job->ns_lock, then job->lock,
+ * then an image's lock.
+ */
+#ifndef MIRRORFS_MIRROR_H
+#define MIRRORFS_MIRROR_H
+
+#include <glib.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include "image.h"
+#include "options.h"
+#include "status.h"
+
+struct target;
+
+enum job_state {
+    JOB_RUNNING,   /* bulk or ready, per the images */
+    JOB_DRAINING,  /* unmounted: copying what is left */
+    JOB_COMPLETED,
+    JOB_FAILED,
+    JOB_CANCELLED,
+};
+
+struct mirror_job {
+    struct mirror_options *opts;
+    struct target *target;
+    char *source_path;   /* canonical */
+    char *state_dir;
+    int source_dirfd;    /* O_RDONLY|O_DIRECTORY, opened before mounting */
+    bool foreground;
+    uint64_t chunk;      /* bytes one copy moves at most */
+
+    /* Serialises namespace changes, so that the source operation and its
+     * twin on the target happen as one. */
+    pthread_mutex_t ns_lock;
+
+    pthread_mutex_t lock;
+    pthread_cond_t wake;   /* work may be there, or the state changed */
+    GPtrArray *images;     /* struct image *, one reference each */
+    guint next_image;      /* round-robin start for the workers */
+    enum job_state state;
+    bool paused;
+    bool stopping;         /* workers and manager exit */
+    char *pause_reason;
+    char *last_error;
+    GThread **worker_threads;
+    GThread *manager_thread;
+    int idle_workers;      /* atomic: workers waiting on wake */
+    bool all_ready_reported;
+
+    /* Counters, atomic. */
+    guint64 transferred_bytes;
+    guint64 guest_write_bytes;
+    guint64 errors;
+    /* Rate, sampled by the manager; job->lock. */
+    uint64_t rate_bytes_per_s;
+    uint64_t rate_last_bytes;
+    uint64_t rate_last_ns;
+};
+
+/* Create the job: scan SOURCE (through source_dirfd) for regular files,
+ * create their twins on the target (fresh unless sync=none) and the
+ * directories and symlinks leading to them.  0 or -errno with *err set. */
+int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *source_path,
+                   struct target *target, const char *state_dir, bool foreground,
+                   struct mirror_job **out, char **err);
+/* Start the workers and the manager (after fuse_daemonize()). */
+void mirror_start(struct mirror_job *job);
+/* The mount is gone: no guest can write any more.  Drain (on_unmount=
+ * complete) or cancel, flush, record the result in state_dir, stop the
+ * threads.  Returns the exit code: 0 completed, 2 cancelled, 3 failed. */
+int mirror_finish(struct mirror_job *job);
+void mirror_job_free(struct mirror_job *job);
+
+/* Wake a worker: new dirty data. Cheap when nobody sleeps. */
+void mirror_kick(struct mirror_job *job);
+
+/* The image of a source file, by identity; NULL if none.  New reference. */
+struct image *mirror_find_image(struct mirror_job *job, dev_t dev, ino_t ino);
+/* Start mirroring a source file that the job does not know yet (created
+ * through the mount, or found on lookup).  fd is any fd of the file (it is
+ * reopened read-only for the copier); fresh: it is new and empty.
+ * New reference; NULL with an error recorded when the target refuses. */
+struct image *mirror_add_image(struct mirror_job *job, const char *name, int fd,
+                               const struct stat *st);
+/* The file was unlinked (last link) or replaced: stop mirroring it.  With
+ * unlink_target the target's file is removed too. */
+void mirror_drop_image(struct mirror_job *job, struct image *img, bool unlink_target);
+/* A rename through the mount: rename every image at or below from. */
+void mirror_rename_paths(struct mirror_job *job, const char *from, const char *to);
+/* Exchange (RENAME_EXCHANGE): swap the names a and b. */
+void mirror_exchange_paths(struct mirror_job *job, const char *a, const char *b);
+
+void mirror_count_guest_write(struct mirror_job *job, uint64_t bytes);
+
+/* Record a runtime error: counted, logged, shown in status. */
+void mirror_report_error(struct mirror_job *job, const char *fmt, ...)
+    G_GNUC_PRINTF(2, 3);
+
+/* ctl commands; 0 or -EINVAL with *err set. */
+int mirror_control(struct mirror_job *job, const char *line, char **err);
+
+/* Fill a status snapshot (status_snapshot_clear() it after). */
+void mirror_snapshot(struct mirror_job *job, struct status_snapshot *s);
+
+#endif

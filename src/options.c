@@ -1,0 +1,313 @@
+/* options.c - parse and validate mirrorfs options (see options.h). */
+#include "config.h"
+
+#include "options.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fuse_lowlevel.h>
+#include <fuse_opt.h>
+#include <glib.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Raw strings as fuse_opt hands them over; validated afterwards so that
+ * every error names the option the user wrote. */
+struct raw_options {
+    char *target;
+    char *state_dir;
+    char *granularity;
+    char *buf_size;
+    char *speed;
+    char *workers;
+    char *copy_mode;
+    char *sync;
+    char *on_target_error;
+    char *on_source_error;
+    char *on_unmount;
+    int overwrite;
+    int show_help;
+    int show_version;
+    char *source;
+    int nonopts;
+    char *extra_nonopt;
+};
+
+#define RAW(name, field)                                                                \
+    {"--" name "=%s", offsetof(struct raw_options, field), 0},                         \
+        {name "=%s", offsetof(struct raw_options, field), 0}
+
+static const struct fuse_opt option_table[] = {
+    RAW("target", target),
+    RAW("state_dir", state_dir),
+    RAW("granularity", granularity),
+    RAW("buf_size", buf_size),
+    RAW("speed", speed),
+    RAW("workers", workers),
+    RAW("copy_mode", copy_mode),
+    RAW("sync", sync),
+    RAW("on_target_error", on_target_error),
+    RAW("on_source_error", on_source_error),
+    RAW("on_unmount", on_unmount),
+    {"overwrite", offsetof(struct raw_options, overwrite), 1},
+    {"--overwrite", offsetof(struct raw_options, overwrite), 1},
+    FUSE_OPT_END};
+
+enum { KEY_HELP, KEY_VERSION };
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+    struct raw_options *raw = data;
+
+    if (key != FUSE_OPT_KEY_NONOPT)
+        return 1;
+    /* First positional argument: SOURCE, ours.  Second: MOUNTPOINT, left
+     * for fuse_parse_cmdline().  A third is an error reported later. */
+    raw->nonopts++;
+    if (raw->nonopts == 1) {
+        raw->source = g_strdup(arg);
+        return 0;
+    }
+    if (raw->nonopts > 2) {
+        if (!raw->extra_nonopt)
+            raw->extra_nonopt = g_strdup(arg);
+        return 0;
+    }
+    return 1;
+}
+
+static void raw_clear(struct raw_options *raw)
+{
+    free(raw->target);
+    free(raw->state_dir);
+    free(raw->granularity);
+    free(raw->buf_size);
+    free(raw->speed);
+    free(raw->workers);
+    free(raw->copy_mode);
+    free(raw->sync);
+    free(raw->on_target_error);
+    free(raw->on_source_error);
+    free(raw->on_unmount);
+    g_free(raw->source);
+    g_free(raw->extra_nonopt);
+}
+
+static int pick(const char *value, const char *const *names, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (strcmp(value, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+static const char *const copy_mode_names[] = {"background", "write-blocking", "auto"};
+static const char *const error_action_names[] = {"report", "ignore", "stop"};
+static const char *const sync_names[] = {"full", "none"};
+static const char *const unmount_names[] = {"complete", "cancel"};
+
+const char *copy_mode_name(enum copy_mode m)
+{
+    return copy_mode_names[m];
+}
+
+const char *error_action_name(enum error_action a)
+{
+    return error_action_names[a];
+}
+
+#define ENUM_OPT(raw_field, names, dest, what)                                          \
+    do {                                                                                \
+        if (raw_field) {                                                                \
+            int v_ = pick(raw_field, names, G_N_ELEMENTS(names));                       \
+            if (v_ < 0) {                                                               \
+                g_autofree char *choices_ = g_strjoinv("|", (char **)names);            \
+                *err = g_strdup_printf("%s=%s: expected %s", what, raw_field, choices_); \
+                return -EINVAL;                                                         \
+            }                                                                           \
+            dest = v_;                                                                  \
+        }                                                                               \
+    } while (0)
+
+static int validate(const struct raw_options *raw, struct mirror_options *opts, char **err)
+{
+    uint64_t v;
+
+    if (raw->extra_nonopt) {
+        *err = g_strdup_printf("%s: unexpected argument (usage: mirrorfs [options] SOURCE "
+                               "MOUNTPOINT)",
+                               raw->extra_nonopt);
+        return -EINVAL;
+    }
+    if (raw->granularity) {
+        if (parse_size(raw->granularity, &v) < 0 || v < OPT_MIN_GRANULARITY ||
+            v > OPT_MAX_GRANULARITY || (v & (v - 1)) != 0) {
+            *err = g_strdup_printf(
+                "granularity=%s: expected a power of two between 4K and 64M",
+                raw->granularity);
+            return -EINVAL;
+        }
+        opts->granularity = v;
+    }
+    if (raw->buf_size) {
+        if (parse_size(raw->buf_size, &v) < 0 || v < OPT_MIN_GRANULARITY ||
+            v > (1ull << 32)) {
+            *err = g_strdup_printf("buf_size=%s: expected a size between 4K and 4G",
+                                   raw->buf_size);
+            return -EINVAL;
+        }
+        opts->buf_size = v;
+    }
+    if (raw->speed) {
+        if (parse_size(raw->speed, &v) < 0) {
+            *err = g_strdup_printf(
+                "speed=%s: expected bytes per second, with K, M or G suffix (0 = unlimited)",
+                raw->speed);
+            return -EINVAL;
+        }
+        opts->speed = v;
+    }
+    if (raw->workers) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long n = strtoul(raw->workers, &end, 10);
+        if (errno || end == raw->workers || *end || raw->workers[0] == '-' || n < 1 ||
+            n > OPT_MAX_WORKERS) {
+            *err = g_strdup_printf("workers=%s: expected a number from 1 to %u",
+                                   raw->workers, OPT_MAX_WORKERS);
+            return -EINVAL;
+        }
+        opts->workers = (unsigned)n;
+    }
+    ENUM_OPT(raw->copy_mode, copy_mode_names, opts->copy_mode, "copy_mode");
+    ENUM_OPT(raw->sync, sync_names, opts->sync, "sync");
+    ENUM_OPT(raw->on_target_error, error_action_names, opts->on_target_error,
+             "on_target_error");
+    ENUM_OPT(raw->on_source_error, error_action_names, opts->on_source_error,
+             "on_source_error");
+    ENUM_OPT(raw->on_unmount, unmount_names, opts->on_unmount, "on_unmount");
+
+    /* Accepted names that this version cannot honour yet are refused rather
+     * than silently ignored: a storage tool must not pretend. */
+    if (opts->copy_mode != COPY_MODE_BACKGROUND) {
+        *err = g_strdup_printf("copy_mode=%s: not supported by this version (only "
+                               "background)",
+                               raw->copy_mode);
+        return -EINVAL;
+    }
+    if (opts->speed != 0) {
+        *err = g_strdup_printf("speed=%s: rate limiting is not supported by this version",
+                               raw->speed);
+        return -EINVAL;
+    }
+    if (opts->buf_size < opts->granularity) {
+        *err = g_strdup_printf("buf_size=%s: smaller than the granularity",
+                               raw->buf_size ? raw->buf_size : "16M");
+        return -EINVAL;
+    }
+    if (raw->target && !raw->target[0]) {
+        *err = g_strdup("target=: empty target");
+        return -EINVAL;
+    }
+    if (raw->state_dir && !raw->state_dir[0]) {
+        *err = g_strdup("state_dir=: empty directory name");
+        return -EINVAL;
+    }
+    if (opts->show_help || opts->show_version)
+        return 0;
+    if (!raw->source) {
+        *err = g_strdup("missing SOURCE (usage: mirrorfs [options] SOURCE MOUNTPOINT)");
+        return -EINVAL;
+    }
+    if (raw->nonopts < 2) {
+        *err = g_strdup("missing MOUNTPOINT (usage: mirrorfs [options] SOURCE MOUNTPOINT)");
+        return -EINVAL;
+    }
+    if (!raw->target) {
+        *err = g_strdup("missing target: give -o target=DIR");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int options_parse(struct fuse_args *args, struct mirror_options *opts, char **err)
+{
+    struct raw_options raw = {0};
+    int rc;
+
+    memset(opts, 0, sizeof(*opts));
+    opts->granularity = OPT_DEFAULT_GRANULARITY;
+    opts->buf_size = OPT_DEFAULT_BUF_SIZE;
+    opts->workers = OPT_DEFAULT_WORKERS;
+    *err = NULL;
+
+    if (fuse_opt_parse(args, &raw, option_table, opt_proc) == -1) {
+        *err = g_strdup("cannot parse the options");
+        raw_clear(&raw);
+        return -EINVAL;
+    }
+    /* -h/-V stay in args for fuse_parse_cmdline(); note them so that the
+     * missing-argument checks do not drown the help text. */
+    for (int i = 1; i < args->argc; i++) {
+        const char *a = args->argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help"))
+            opts->show_help = true;
+        else if (!strcmp(a, "-V") || !strcmp(a, "--version"))
+            opts->show_version = true;
+    }
+    opts->overwrite = raw.overwrite;
+    rc = validate(&raw, opts, err);
+    if (rc == 0) {
+        opts->source = g_steal_pointer(&raw.source);
+        opts->target = raw.target ? g_strdup(raw.target) : NULL;
+        opts->state_dir = raw.state_dir ? g_strdup(raw.state_dir) : NULL;
+    }
+    raw_clear(&raw);
+    return rc;
+}
+
+void options_clear(struct mirror_options *opts)
+{
+    g_free(opts->source);
+    g_free(opts->target);
+    g_free(opts->state_dir);
+    memset(opts, 0, sizeof(*opts));
+}
+
+uint64_t options_chunk_size(const struct mirror_options *opts)
+{
+    uint64_t chunk = opts->buf_size / opts->workers;
+
+    if (chunk > OPT_MAX_CHUNK)
+        chunk = OPT_MAX_CHUNK;
+    chunk -= chunk % opts->granularity;
+    if (chunk < opts->granularity)
+        chunk = opts->granularity;
+    return chunk;
+}
+
+void options_print_usage(const char *progname)
+{
+    printf("usage: %s [options] SOURCE MOUNTPOINT\n"
+           "\n"
+           "Mirror the disk images in SOURCE to a target directory while programs\n"
+           "keep using them through MOUNTPOINT (which may be SOURCE itself).\n"
+           "\n"
+           "mirrorfs options (each also as --name=value):\n"
+           "    -o target=DIR          where the mirror goes (required)\n"
+           "    -o granularity=SIZE    dirty-map unit, power of two 4K..64M (64K)\n"
+           "    -o buf_size=SIZE       copy data in flight (16M)\n"
+           "    -o workers=N           copy threads, 1..%u (%u)\n"
+           "    -o speed=RATE          copy rate limit in bytes/s, K/M/G suffix (0 = none)\n"
+           "    -o copy_mode=MODE      background (the only mode so far)\n"
+           "    -o sync=full|none      none: the target is already a copy (full)\n"
+           "    -o on_target_error=report|ignore|stop   (report)\n"
+           "    -o on_source_error=report|ignore|stop   (report)\n"
+           "    -o on_unmount=complete|cancel            (complete)\n"
+           "    -o state_dir=DIR       where the result is recorded\n"
+           "                           (/var/lib/mirrorfs/<key of SOURCE and target>)\n"
+           "    -o overwrite           allow a non-empty target directory\n"
+           "\n",
+           progname, OPT_MAX_WORKERS, OPT_DEFAULT_WORKERS);
+}

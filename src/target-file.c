@@ -1,0 +1,226 @@
+/* target-file.c - a target that is a local directory. */
+#include "config.h"
+
+#include "target.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct file_target {
+    struct target base;
+    int dirfd;
+};
+
+struct target_image {
+    int fd;
+};
+
+static int ft_dirfd(struct target *t)
+{
+    return ((struct file_target *)t)->dirfd;
+}
+
+/* mkdir -p of the directories leading to name (not name itself). */
+static int make_parents(int dirfd, const char *name)
+{
+    g_autofree char *copy = g_strdup(name);
+    char *slash = copy;
+
+    while ((slash = strchr(slash, '/')) != NULL) {
+        *slash = '\0';
+        if (mkdirat(dirfd, copy, 0755) < 0 && errno != EEXIST)
+            return -errno;
+        *slash++ = '/';
+    }
+    return 0;
+}
+
+static int ft_open_image(struct target *t, const char *name, mode_t mode, uint64_t size,
+                         int fresh, struct target_image **out)
+{
+    int dirfd = ft_dirfd(t);
+    int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC;
+    int fd, rc;
+
+    rc = make_parents(dirfd, name);
+    if (rc < 0)
+        return rc;
+    fd = openat(dirfd, name, flags, mode & 07777);
+    if (fd < 0)
+        return -errno;
+    /* Fresh: drop any old blocks so that the first pass may skip holes and
+     * still leave a target that reads back as zeroes there. */
+    if (fresh && (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0)) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    *out = g_new0(struct target_image, 1);
+    (*out)->fd = fd;
+    return 0;
+}
+
+static void ft_close_image(struct target_image *ti)
+{
+    if (ti) {
+        close(ti->fd);
+        g_free(ti);
+    }
+}
+
+static int ft_pwrite(struct target_image *ti, const void *buf, size_t len, uint64_t off)
+{
+    const char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = pwrite(ti->fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+static int ft_zero(struct target_image *ti, uint64_t off, uint64_t len)
+{
+    static const char zeroes[65536];
+    struct stat st;
+
+    if (fallocate(ti->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+                  (off_t)len) == 0)
+        return 0;
+    if (errno != EOPNOTSUPP && errno != ENOSYS)
+        return -errno;
+    /* No hole punching here: zeroes beyond the end are implied by the size. */
+    if (fstat(ti->fd, &st) < 0)
+        return -errno;
+    if (off >= (uint64_t)st.st_size)
+        return 0;
+    if (off + len > (uint64_t)st.st_size)
+        len = (uint64_t)st.st_size - off;
+    while (len > 0) {
+        size_t n = len < sizeof(zeroes) ? (size_t)len : sizeof(zeroes);
+        int rc = ft_pwrite(ti, zeroes, n, off);
+        if (rc < 0)
+            return rc;
+        off += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static int ft_truncate(struct target_image *ti, uint64_t size)
+{
+    return ftruncate(ti->fd, (off_t)size) < 0 ? -errno : 0;
+}
+
+static int ft_flush(struct target_image *ti)
+{
+    return fsync(ti->fd) < 0 ? -errno : 0;
+}
+
+static int ft_mkdir(struct target *t, const char *name, mode_t mode)
+{
+    int rc = make_parents(ft_dirfd(t), name);
+
+    if (rc < 0)
+        return rc;
+    if (mkdirat(ft_dirfd(t), name, mode & 07777) < 0 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+static int ft_rmdir(struct target *t, const char *name)
+{
+    if (unlinkat(ft_dirfd(t), name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+static int ft_unlink(struct target *t, const char *name)
+{
+    if (unlinkat(ft_dirfd(t), name, 0) < 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+static int ft_rename(struct target *t, const char *from, const char *to, unsigned flags)
+{
+    int rc = make_parents(ft_dirfd(t), to);
+
+    if (rc < 0)
+        return rc;
+    if (renameat2(ft_dirfd(t), from, ft_dirfd(t), to, flags) < 0)
+        return -errno;
+    return 0;
+}
+
+static int ft_symlink(struct target *t, const char *linkname, const char *name)
+{
+    int rc = make_parents(ft_dirfd(t), name);
+
+    if (rc < 0)
+        return rc;
+    if (symlinkat(linkname, ft_dirfd(t), name) < 0)
+        return -errno;
+    return 0;
+}
+
+static int ft_sync_all(struct target *t)
+{
+    /* syncfs covers the directory entries of every subdirectory as well. */
+    return syncfs(ft_dirfd(t)) < 0 ? -errno : 0;
+}
+
+static void ft_destroy(struct target *t)
+{
+    struct file_target *ft = (struct file_target *)t;
+
+    if (!ft)
+        return;
+    close(ft->dirfd);
+    g_free(ft->base.description);
+    g_free(ft);
+}
+
+static const struct target_ops file_target_ops = {
+    .kind = "directory",
+    .open_image = ft_open_image,
+    .close_image = ft_close_image,
+    .pwrite = ft_pwrite,
+    .zero = ft_zero,
+    .truncate = ft_truncate,
+    .flush = ft_flush,
+    .mkdir = ft_mkdir,
+    .rmdir = ft_rmdir,
+    .unlink = ft_unlink,
+    .rename = ft_rename,
+    .symlink = ft_symlink,
+    .sync_all = ft_sync_all,
+    .destroy = ft_destroy,
+};
+
+int target_file_new(int dirfd, const char *path, struct target **out)
+{
+    struct file_target *ft = g_new0(struct file_target, 1);
+
+    ft->base.ops = &file_target_ops;
+    ft->base.description = g_strdup(path);
+    ft->dirfd = dirfd;
+    *out = &ft->base;
+    return 0;
+}

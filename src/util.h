@@ -1,0 +1,26 @@
+/* util.h - small helpers shared by the daemon, mirrorctl and the tests. */
+#ifndef MIRRORFS_UTIL_H
+#define MIRRORFS_UTIL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Parse a size: digits with an optional K, M, G or T suffix (binary
+ * multiples; a trailing "B" or "iB" is accepted, case-insensitive).
+ * 0 on success, -EINVAL when malformed, -ERANGE when it does not fit. */
+int parse_size(const char *s, uint64_t *out);
+
+/* "64K", "1.5M"-free exact form: the largest suffix that divides n exactly.
+ * Writes into buf (at least 24 bytes); returns buf. */
+char *format_size(uint64_t n, char *buf);
+
+/* Human-friendly, rounded: "1.2 GiB".  buf at least 16 bytes. */
+char *format_size_human(uint64_t n, char *buf);
+
+/* Monotonic clock in nanoseconds. */
+uint64_t now_ns(void);
+
+/* True when path b is a or below a (both absolute and canonical). */
+bool path_is_within(const char *a, const char *b);
+
+#endif
