@@ -50,7 +50,8 @@ static int layout(uint64_t nbits, uint64_t nwords[MAX_LEVELS], unsigned *nlevels
     return 0;
 }
 
-/* Mask of bits lo..63 and of bits 0..hi of a word. */
+/* Masks of the bits from bit's position up to 63, and from 0 up to bit's
+ * position, within bit's word. */
 static inline uint64_t mask_from(uint64_t bit)
 {
     return ~0ULL << (bit % WORD_BITS);
@@ -246,6 +247,7 @@ uint64_t bitmap_next_set(const struct bitmap *map, uint64_t start)
      * that lies wholly after start, so its lowest bit is the answer. */
     while (k > 0) {
         k--;
+        assert(map->levels[k][pos] != 0);
         pos = pos * WORD_BITS + __builtin_ctzll(map->levels[k][pos]);
     }
     return pos;
@@ -269,9 +271,9 @@ uint64_t bitmap_next_clear(const struct bitmap *map, uint64_t start)
             return map->nbits;
         bits = ~w[word];
     }
-    /* Bits past the end read as clear; report those as "none". */
-    uint64_t pos = word * WORD_BITS + __builtin_ctzll(bits);
-    return pos < map->nbits ? pos : map->nbits;
+    /* Past nbits the last word reads as clear, so a run of set bits that
+     * reaches the end stops exactly at nbits: the result never exceeds it. */
+    return word * WORD_BITS + __builtin_ctzll(bits);
 }
 
 bool bitmap_any(const struct bitmap *map, uint64_t start, uint64_t count)

@@ -333,6 +333,7 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
     job->state = JOB_RUNNING;
     job->last_error = g_strdup("");
     job->rate_last_ns = now_ns();
+    ratelimit_init(&job->limiter, opts->speed, job->chunk, job->rate_last_ns);
 
     rc = scan_dir(job, source_dirfd, "", err);
     if (rc < 0) {
@@ -371,6 +372,16 @@ struct copy_result {
     bool data_written;
     uint64_t hole_end;       /* the run ended in a hole that goes on to here */
 };
+
+/* Wait until the speed limit lets n more bytes be copied. */
+static void throttle(struct mirror_job *job, uint64_t n)
+{
+    pthread_mutex_lock(&job->lock);
+    uint64_t wait_ns = ratelimit_charge(&job->limiter, n, now_ns());
+    pthread_mutex_unlock(&job->lock);
+    if (wait_ns)
+        g_usleep(wait_ns / 1000);
+}
 
 static bool all_zero(const char *buf, size_t len)
 {
@@ -417,6 +428,9 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
         seg_end = hole < 0 ? end : MIN((uint64_t)hole, end);
         while (pos < seg_end) {
             size_t want = (size_t)MIN(seg_end - pos, job->chunk);
+            /* Charged before the read: what the limit counts is data
+             * moved, so holes are free. */
+            throttle(job, want);
             ssize_t n = pread(img->src_fd, buf, want, (off_t)pos);
             int rc;
 
@@ -803,6 +817,7 @@ void mirror_snapshot(struct mirror_job *job, struct status_snapshot *s)
     s->last_error = g_strdup(job->pause_reason && job->paused ? job->pause_reason
                                                                : job->last_error);
     s->state_dir = g_strdup(job->state_dir);
+    s->speed_bytes_per_s = job->limiter.rate;
     bool done = job->state == JOB_COMPLETED || job->state == JOB_CANCELLED ||
                 job->state == JOB_FAILED;
     s->exit_code = done && job->stopping ? job_exit_code(job) : -1;
@@ -826,6 +841,20 @@ int mirror_control(struct mirror_job *job, const char *line, char **err)
         job->paused = false;
         g_free(job->pause_reason);
         job->pause_reason = NULL;
+    } else if (g_str_has_prefix(cmd, "speed ") || g_str_has_prefix(cmd, "speed\t")) {
+        const char *arg = g_strchug(cmd + 6);
+        uint64_t rate;
+        if (parse_size(arg, &rate) < 0) {
+            *err = g_strdup_printf("ctl: speed %s: expected bytes per second with K, M or G "
+                                   "suffix (0 = unlimited)",
+                                   arg);
+            set_last_error_locked(job, *err);
+            rc = -EINVAL;
+        } else {
+            ratelimit_set_rate(&job->limiter, rate, job->chunk, now_ns());
+        }
+    } else if (strcmp(cmd, "copy-mode background") == 0) {
+        /* The only mode this version has: accepted, nothing changes. */
     } else if (strcmp(cmd, "cancel") == 0) {
         if (job->state == JOB_RUNNING)
             job->state = JOB_CANCELLED;

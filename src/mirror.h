@@ -18,6 +18,7 @@
 
 #include "image.h"
 #include "options.h"
+#include "ratelimit.h"
 #include "status.h"
 
 struct target;
@@ -61,6 +62,7 @@ struct mirror_job {
     guint64 transferred_bytes;
     guint64 guest_write_bytes;
     guint64 errors;
+    struct ratelimit limiter; /* job->lock */
     /* Rate, sampled by the manager; job->lock. */
     uint64_t rate_bytes_per_s;
     uint64_t rate_last_bytes;

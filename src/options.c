@@ -196,11 +196,6 @@ static int validate(const struct raw_options *raw, struct mirror_options *opts, 
                                raw->copy_mode);
         return -EINVAL;
     }
-    if (opts->speed != 0) {
-        *err = g_strdup_printf("speed=%s: rate limiting is not supported by this version",
-                               raw->speed);
-        return -EINVAL;
-    }
     if (opts->buf_size < opts->granularity) {
         *err = g_strdup_printf("buf_size=%s: smaller than the granularity",
                                raw->buf_size ? raw->buf_size : "16M");
@@ -299,7 +294,8 @@ void options_print_usage(const char *progname)
            "    -o granularity=SIZE    dirty-map unit, power of two 4K..64M (64K)\n"
            "    -o buf_size=SIZE       copy data in flight (16M)\n"
            "    -o workers=N           copy threads, 1..%u (%u)\n"
-           "    -o speed=RATE          copy rate limit in bytes/s, K/M/G suffix (0 = none)\n"
+           "    -o speed=RATE          copy rate limit in bytes/s, K/M/G suffix (0 = none);\n"
+           "                           change it live with 'mirrorctl speed MNT RATE'\n"
            "    -o copy_mode=MODE      background (the only mode so far)\n"
            "    -o sync=full|none      none: the target is already a copy (full)\n"
            "    -o on_target_error=report|ignore|stop   (report)\n"

@@ -44,6 +44,7 @@ struct status_snapshot {
     /* keys added after the first release go below, and after last_error */
     char *state_dir;
     int exit_code;            /* -1 while running; the daemon's exit code once finished */
+    uint64_t speed_bytes_per_s; /* the copy rate limit, 0 = none */
     uint64_t n_images;
     struct image_status *image; /* n_images entries */
 };

@@ -74,6 +74,8 @@ setup() {
     T=$(mktemp -d "${TMPDIR:-/tmp}/mirrorfs-test.XXXXXX") || fail "mktemp"
     SRC=$T/src TGT=$T/tgt MNT=$T/mnt STATE=$T/state
     mkdir -p "$SRC" "$TGT" "$MNT" "$STATE"
+    # Tools such as fio drop state files in the working directory.
+    cd "$T" || fail "cd $T"
     trap cleanup EXIT
     trap 'exit 1' INT TERM
 }

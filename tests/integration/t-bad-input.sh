@@ -106,6 +106,14 @@ expect_refused "source inside target" "$MNT" "$T/outer" -- \
 expect_refused "source inside target (no overwrite)" "$MNT" "$T/outer" -- \
     -o "target=$T/outer,$OPTS" "$T/outer/src2" "$MNT"
 
+# a target below the mountpoint would be reached through the mount itself
+# (and hidden by it); a mountpoint below the target would be copied into.
+expect_refused "target inside mountpoint" "$MNT" "$MNT" -- \
+    -o "target=$MNT/t,$OPTS" "$SRC" "$MNT"
+mkdir -p "$T/tt/m"
+expect_refused "mountpoint inside target" "$T/tt/m" "$T/tt" -- \
+    -o "target=$T/tt,overwrite,$OPTS" "$SRC" "$T/tt/m"
+
 # options that do not exist or do not parse
 expect_refused "unknown option" "$MNT" "$TGT" -- \
     -o "target=$TGT,$OPTS,bogus=1" "$SRC" "$MNT"

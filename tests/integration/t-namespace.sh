@@ -67,6 +67,55 @@ assert_files_cmp "$TGT/vmB/disk.img" "$SRC/vmB/disk.img" "vmB/disk.img on the ta
 assert_files_cmp "$TGT/vmB/inner/x.img" "$SRC/vmB/inner/x.img" "vmB/inner/x.img on the target after a write"
 assert_files_cmp "$TGT/q.img" "$T/p.data" "q.img on the target after rename over it"
 
+# --- rename while a guest holds the image open; it keeps writing by fd ---
+python3 - "$MNT/q.img" "$MNT/r.img" <<'PYEOF' || fail "write after rename of an open image failed"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.pwrite(fd, os.urandom(4096), 0)
+os.rename(sys.argv[1], sys.argv[2])
+os.pwrite(fd, os.urandom(65536), 4096 * 3)
+os.pwrite(fd, os.urandom(4096), 1048576 - 4096)
+os.fsync(fd)
+os.close(fd)
+PYEOF
+[ -f "$TGT/r.img" ] || fail "r.img is not on the target right after renaming an open image"
+[ ! -e "$TGT/q.img" ] || fail "q.img still on the target after renaming it"
+wait_synced
+assert_files_cmp "$TGT/r.img" "$SRC/r.img" "r.img (written by fd after its rename) on the target"
+
+# --- unlink while a guest holds the image open: the target copy stays gone ---
+random_file "$MNT/gone.img" 1
+wait_synced
+[ -f "$TGT/gone.img" ] || fail "gone.img is not on the target"
+python3 - "$MNT/gone.img" <<'PYEOF' || fail "write after unlink of an open image failed"
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+os.unlink(sys.argv[1])
+if os.path.exists(sys.argv[1]):
+    sys.exit("still visible after unlink")
+for i in range(16):
+    os.pwrite(fd, os.urandom(65536), i * 65536)
+os.fsync(fd)
+os.close(fd)
+PYEOF
+[ ! -e "$TGT/gone.img" ] || fail "gone.img still on the target right after unlink"
+wait_synced
+[ ! -e "$TGT/gone.img" ] || fail "gone.img came back on the target after writes to the unlinked file"
+grep -q '^image: gone.img ' "$MNT/.mirror/status" && fail "status still lists the unlinked gone.img"
+
+# --- O_TRUNC rewrite with less data, then appends ---
+head -c 100000 /dev/urandom > "$T/small"
+cat "$T/small" > "$MNT/new.img" || fail "rewriting new.img (O_TRUNC) failed"
+wait_synced
+assert_eq "$(fsize_of "$TGT/new.img")" 100000 "target size of new.img after an O_TRUNC rewrite"
+assert_files_cmp "$TGT/new.img" "$T/small" "new.img on the target after an O_TRUNC rewrite"
+cat "$T/small" >> "$MNT/new.img" || fail "append to new.img failed"
+printf 'tail\n' >> "$MNT/new.img" || fail "second append to new.img failed"
+assert_eq "$(fsize_of "$SRC/new.img")" 200005 "source size of new.img after appends"
+wait_synced
+assert_eq "$(fsize_of "$TGT/new.img")" 200005 "target size of new.img after appends"
+assert_files_cmp "$TGT/new.img" "$SRC/new.img" "new.img on the target after appends"
+
 # --- truncate shrink and grow ---
 truncate -s 512K "$MNT/b.img" || fail "truncate (shrink) through the mount failed"
 wait_synced

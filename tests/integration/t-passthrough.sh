@@ -129,6 +129,20 @@ done
 stat -f "$MNT" > /dev/null || fail "stat -f on the mount failed"
 assert_eq "$(stat -f -c %b "$MNT")" "$(stat -f -c %b "$SRC")" "total blocks of statfs on the mount vs the source fs"
 
+# --- a shared writable mmap writes through to the source ---
+python3 - "$MNT/ph.img" "$T/ph.data" <<'PYEOF' || fail "mmap write through the mount failed"
+import mmap, os, sys
+data = os.urandom(8192)
+for path in sys.argv[1:]:
+    fd = os.open(path, os.O_RDWR)
+    m = mmap.mmap(fd, 4 * 1048576, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    m[3 * 1048576 + 100:3 * 1048576 + 100 + 8192] = data
+    m.flush()
+    m.close()
+    os.close(fd)
+PYEOF
+assert_files_cmp "$SRC/ph.img" "$T/ph.data" "source after an mmap write through the mount"
+
 # --- symlink + readlink ---
 ln -s a.img "$MNT/link" || fail "symlink through the mount failed"
 assert_eq "$(readlink "$MNT/link")" "a.img" "readlink on the mount"
