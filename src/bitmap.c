@@ -116,8 +116,7 @@ static uint64_t level_clear(uint64_t *w, uint64_t lo, uint64_t hi)
 
 /* Clip [start, start+count) to the map; false when nothing is left.  On
  * true, *last is the inclusive end. */
-static bool clip(const struct bitmap *map, uint64_t start, uint64_t count,
-                 uint64_t *last)
+static bool clip(const struct bitmap *map, uint64_t start, uint64_t count, uint64_t *last)
 {
     if (start >= map->nbits || count == 0)
         return false;
@@ -274,6 +273,28 @@ uint64_t bitmap_next_clear(const struct bitmap *map, uint64_t start)
     /* Past nbits the last word reads as clear, so a run of set bits that
      * reaches the end stops exactly at nbits: the result never exceeds it. */
     return word * WORD_BITS + __builtin_ctzll(bits);
+}
+
+uint64_t bitmap_next_clear_within(const struct bitmap *map, uint64_t start, uint64_t limit)
+{
+    const uint64_t *w = map->levels[0];
+    uint64_t end, word, last_word, bits;
+
+    if (start >= map->nbits)
+        return map->nbits;
+    end = limit > map->nbits - start ? map->nbits : start + limit;
+    if (end == start)
+        return start;
+    word = start / WORD_BITS;
+    last_word = (end - 1) / WORD_BITS;
+    bits = ~w[word] & mask_from(start);
+    while (!bits) {
+        if (++word > last_word)
+            return end;
+        bits = ~w[word];
+    }
+    uint64_t found = word * WORD_BITS + __builtin_ctzll(bits);
+    return found < end ? found : end;
 }
 
 bool bitmap_any(const struct bitmap *map, uint64_t start, uint64_t count)

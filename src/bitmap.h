@@ -40,5 +40,9 @@ bool bitmap_any(const struct bitmap *map, uint64_t start, uint64_t count);
 uint64_t bitmap_next_set(const struct bitmap *map, uint64_t start);
 /* Index of the first clear bit >= start, or bitmap_size() when there is none. */
 uint64_t bitmap_next_clear(const struct bitmap *map, uint64_t start);
+/* The same, looking at no more than limit bits: the first clear bit in
+ * [start, start+limit), or min(start+limit, bitmap_size()) when all are
+ * set.  Its cost is bounded by limit, not by the length of the set run. */
+uint64_t bitmap_next_clear_within(const struct bitmap *map, uint64_t start, uint64_t limit);
 
 #endif

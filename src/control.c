@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "control.h"
+#include "linelog.h"
 #include "mirror.h"
 #include "status.h"
 
@@ -16,6 +17,8 @@ static const char *const node_names[CTL_NODES] = {
     [CTL_STATUS] = "status",
     [CTL_STATUS_JSON] = "status.json",
     [CTL_CTL] = "ctl",
+    [CTL_EVENTS] = "events",
+    [CTL_TRACE] = "trace",
 };
 
 enum ctl_node ctl_lookup(const char *name)
@@ -46,6 +49,10 @@ void ctl_getattr(enum ctl_node node, fuse_ino_t ino, struct stat *st)
     case CTL_CTL:
         st->st_mode = S_IFREG | 0200;
         break;
+    case CTL_EVENTS:
+    case CTL_TRACE:
+        st->st_mode = S_IFREG | 0400;
+        break;
     default:
         st->st_mode = S_IFREG | 0444;
         break;
@@ -57,6 +64,9 @@ struct ctl_handle {
     enum ctl_node node;
     char *text;   /* status snapshots */
     size_t len;
+    struct linelog *log; /* events and trace: the log followed */
+    uint64_t cursor;
+    bool nonblock;
 };
 
 void ctl_open(fuse_req_t req, struct mirror_job *job, enum ctl_node node,
@@ -75,7 +85,19 @@ void ctl_open(fuse_req_t req, struct mirror_job *job, enum ctl_node node,
     }
     h = g_new0(struct ctl_handle, 1);
     h->node = node;
-    if (node != CTL_CTL) {
+    if (node == CTL_EVENTS || node == CTL_TRACE) {
+        h->nonblock = fi->flags & O_NONBLOCK;
+        if (node == CTL_EVENTS) {
+            /* From the oldest kept event: a late reader sees what happened. */
+            h->log = job->events;
+            h->cursor = linelog_oldest(job->events);
+        } else {
+            /* Writes are traced only while somebody reads, from now on. */
+            h->log = job->trace;
+            h->cursor = linelog_next(job->trace);
+            g_atomic_int_inc(&job->trace_readers);
+        }
+    } else if (node != CTL_CTL) {
         struct status_snapshot s;
         mirror_snapshot(job, &s);
         h->text = node == CTL_STATUS ? status_format_text(&s) : status_format_json(&s);
@@ -84,13 +106,34 @@ void ctl_open(fuse_req_t req, struct mirror_job *job, enum ctl_node node,
     }
     fi->fh = (uint64_t)(uintptr_t)h;
     fi->direct_io = 1;
-    fi->nonseekable = node == CTL_CTL;
+    fi->nonseekable = node == CTL_CTL || node == CTL_EVENTS || node == CTL_TRACE;
     fuse_reply_open(req, fi);
 }
 
-void ctl_read(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi)
+void ctl_read(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
+              ctl_cancelled_fn cancelled)
 {
     struct ctl_handle *h = (struct ctl_handle *)(uintptr_t)fi->fh;
+
+    if (h->log) {
+        g_autofree char *buf = g_malloc(size);
+        size_t n;
+        /* Wait in short slices: a blocked read holds a FUSE thread, which
+         * must come back when the reader is killed or the daemon stops. */
+        while ((n = linelog_read(h->log, &h->cursor, buf, size,
+                                 h->nonblock ? 0 : 200 * 1000 * 1000ull)) == 0) {
+            if (h->nonblock) {
+                fuse_reply_err(req, EAGAIN);
+                return;
+            }
+            if (cancelled(req)) {
+                fuse_reply_err(req, EINTR);
+                return;
+            }
+        }
+        fuse_reply_buf(req, buf, n);
+        return;
+    }
 
     if (!h->text || off < 0 || (size_t)off >= h->len) {
         fuse_reply_buf(req, NULL, 0);
@@ -123,9 +166,12 @@ void ctl_write(fuse_req_t req, struct mirror_job *job, const char *buf, size_t s
     fuse_reply_write(req, size);
 }
 
-void ctl_release(fuse_req_t req, struct fuse_file_info *fi)
+void ctl_release(fuse_req_t req, struct mirror_job *job, struct fuse_file_info *fi)
 {
     struct ctl_handle *h = (struct ctl_handle *)(uintptr_t)fi->fh;
+
+    if (h->node == CTL_TRACE)
+        g_atomic_int_add(&job->trace_readers, -1);
 
     g_free(h->text);
     g_free(h);

@@ -16,7 +16,20 @@ struct mirror_job;
 
 #define CTL_DIR_NAME ".mirror"
 
-enum ctl_node { CTL_NONE = 0, CTL_DIR, CTL_STATUS, CTL_STATUS_JSON, CTL_CTL, CTL_NODES };
+enum ctl_node {
+    CTL_NONE = 0,
+    CTL_DIR,
+    CTL_STATUS,
+    CTL_STATUS_JSON,
+    CTL_CTL,
+    CTL_EVENTS,
+    CTL_TRACE,
+    CTL_NODES
+};
+
+/* Tells a blocked reader of events/trace to give up: the request was
+ * interrupted or the session is ending. */
+typedef bool (*ctl_cancelled_fn)(fuse_req_t req);
 
 /* Node named name inside .mirror, or CTL_NONE. */
 enum ctl_node ctl_lookup(const char *name);
@@ -26,9 +39,12 @@ void ctl_getattr(enum ctl_node node, fuse_ino_t ino, struct stat *st);
 /* FUSE operations on a node; each replies exactly once. */
 void ctl_open(fuse_req_t req, struct mirror_job *job, enum ctl_node node,
               struct fuse_file_info *fi);
-void ctl_read(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi);
+/* events and trace: a read returns whole lines and waits for the next one
+ * when there is none (EAGAIN at once with O_NONBLOCK). */
+void ctl_read(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
+              ctl_cancelled_fn cancelled);
 void ctl_write(fuse_req_t req, struct mirror_job *job, const char *buf, size_t size,
                struct fuse_file_info *fi);
-void ctl_release(fuse_req_t req, struct fuse_file_info *fi);
+void ctl_release(fuse_req_t req, struct mirror_job *job, struct fuse_file_info *fi);
 
 #endif

@@ -48,6 +48,7 @@ struct fs_inode {
 
 struct fs {
     struct mirror_job *job;
+    struct fuse_session *se;
     pthread_mutex_t lock;
     GHashTable *inodes; /* (dev, ino) -> struct fs_inode */
     struct fs_inode root;
@@ -800,6 +801,13 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     fuse_reply_create(req, &e, fi);
 }
 
+static bool read_cancelled(fuse_req_t req)
+{
+    struct fs *fs = fs_of(req);
+
+    return fuse_req_interrupted(req) || (fs->se && fuse_session_exited(fs->se));
+}
+
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
@@ -807,7 +815,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 
     if (i->ctl != CTL_NONE) {
-        ctl_read(req, size, off, fi);
+        ctl_read(req, size, off, fi, read_cancelled);
         return;
     }
     /* An fd-backed reply: libfuse splices from the file to the kernel. */
@@ -815,6 +823,48 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     buf.buf[0].fd = (int)fi->fh;
     buf.buf[0].pos = off;
     fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+/* copy_mode=write-blocking: the write is acknowledged once it is on the
+ * source and on the target.  The guest's bytes go to the target as they
+ * are; granules the write covers only in part are left to the copier. */
+static void write_blocking(fuse_req_t req, struct fs *fs, struct image *img,
+                           struct fuse_bufvec *in_buf, off_t off, int fd)
+{
+    size_t size = fuse_buf_size(in_buf);
+    g_autofree char *data = g_malloc(size ? size : 1);
+    struct fuse_bufvec mem = FUSE_BUFVEC_INIT(size);
+    struct claim c;
+    ssize_t res;
+    int trc = 0;
+
+    mem.buf[0].mem = data;
+    res = fuse_buf_copy(&mem, in_buf, 0);
+    if (res < 0) {
+        fuse_reply_err(req, (int)-res);
+        return;
+    }
+    size = (size_t)res;
+    image_claim_for_write(img, (uint64_t)off, size, &c);
+    res = pwrite(fd, data, size, off);
+    int saved = errno;
+    if (res > 0) {
+        trc = fs->job->target->ops->pwrite(img->tgt, data, (size_t)res, (uint64_t)off);
+        if (trc == 0)
+            g_atomic_pointer_add(&fs->job->transferred_bytes, res);
+    }
+    image_finish_write(img, &c, res == (ssize_t)size, res > 0 && trc == 0);
+    if (trc < 0)
+        mirror_report_error(fs->job, "%s: write-blocking write to the target failed at "
+                            "offset %lld: %s (left to the copier)",
+                            img->name, (long long)off, g_strerror(-trc));
+    if (res < 0) {
+        fuse_reply_err(req, saved);
+        return;
+    }
+    mirror_trace_write(fs->job, img, (uint64_t)off, (uint64_t)res);
+    mirror_count_guest_write(fs->job, (uint64_t)res);
+    fuse_reply_write(req, (size_t)res);
 }
 
 static void fs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf,
@@ -837,6 +887,10 @@ static void fs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_
             ctl_write(req, fs->job, tmp, (size_t)res, fi);
         return;
     }
+    if (i->img && i->img->tgt && mirror_write_blocking(fs->job)) {
+        write_blocking(req, fs, i->img, in_buf, off, (int)fi->fh);
+        return;
+    }
     out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
     out.buf[0].fd = (int)fi->fh;
     out.buf[0].pos = off;
@@ -845,8 +899,10 @@ static void fs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_
      * copy that clears the bits before this point and read the old data is
      * followed by another.  Even a failed write may have changed some bytes,
      * so its whole range is marked. */
-    if (i->img)
+    if (i->img) {
         image_mark_dirty(i->img, (uint64_t)off, res > 0 ? (uint64_t)res : size);
+        mirror_trace_write(fs->job, i->img, (uint64_t)off, res > 0 ? (uint64_t)res : 0);
+    }
     if (res < 0) {
         fuse_reply_err(req, (int)-res);
         return;
@@ -874,7 +930,7 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     struct fs_inode *i = get_inode(req, ino);
 
     if (i->ctl != CTL_NONE) {
-        ctl_release(req, fi);
+        ctl_release(req, fs_of(req)->job, fi);
         return;
     }
     close((int)fi->fh);
@@ -883,11 +939,21 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
+    struct fs *fs = fs_of(req);
     struct fs_inode *i = get_inode(req, ino);
     int rc = 0;
 
     if (i->ctl == CTL_NONE)
         rc = (datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh)) < 0 ? errno : 0;
+    /* Invariant 8: in write-blocking mode the guest's flush makes its
+     * writes durable on the target too.  A target failure is the job's to
+     * report, not the guest's. */
+    if (rc == 0 && i->img && i->img->tgt && mirror_write_blocking(fs->job)) {
+        int trc = fs->job->target->ops->flush(i->img->tgt);
+        if (trc < 0)
+            mirror_report_error(fs->job, "%s: flushing the target: %s", i->img->name,
+                                g_strerror(-trc));
+    }
     fuse_reply_err(req, rc);
 }
 
@@ -1004,6 +1070,11 @@ static const struct fuse_lowlevel_ops ops = {
     .fallocate = fs_fallocate,
     .lseek = fs_lseek,
 };
+
+void fs_set_session(struct fs *fs, struct fuse_session *se)
+{
+    fs->se = se;
+}
 
 const struct fuse_lowlevel_ops *fs_ops(void)
 {

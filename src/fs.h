@@ -14,6 +14,8 @@ struct fs;
  * O_PATH fd of SOURCE (taken over). */
 struct fs *fs_new(struct mirror_job *job, int root_fd);
 void fs_free(struct fs *fs);
+/* The session, so that blocked readers of .mirror/events can see it end. */
+void fs_set_session(struct fs *fs, struct fuse_session *se);
 const struct fuse_lowlevel_ops *fs_ops(void);
 
 #endif

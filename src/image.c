@@ -99,6 +99,21 @@ static void resize_maps(struct image *img, uint64_t size)
         img->cursor = 0;
 }
 
+/* With the lock held: the file now reaches end at least. */
+static void grow_locked(struct image *img, uint64_t end)
+{
+    if (end > img->size) {
+        img->size = end;
+        resize_maps(img, end);
+    }
+}
+
+void image_shrink_locked(struct image *img, uint64_t size)
+{
+    img->size = size;
+    resize_maps(img, size);
+}
+
 void image_mark_dirty(struct image *img, uint64_t off, uint64_t len)
 {
     uint64_t g = img->granularity;
@@ -107,10 +122,7 @@ void image_mark_dirty(struct image *img, uint64_t off, uint64_t len)
     if (len == 0)
         return;
     pthread_mutex_lock(&img->lock);
-    if (end > img->size) {
-        img->size = end;
-        resize_maps(img, end);
-    }
+    grow_locked(img, end);
     if (!img->deleted)
         bitmap_set_range(img->dirty, off / g, granules_for(end, g) - off / g);
     pthread_mutex_unlock(&img->lock);
@@ -189,11 +201,8 @@ void image_counts(struct image *img, uint64_t *size, uint64_t *dirty, uint64_t *
 static uint64_t claim_locked(struct image *img, uint64_t first, uint64_t max,
                              struct claim *c)
 {
-    uint64_t end = bitmap_next_clear(img->dirty, first);
-    uint64_t want = end - first;
+    uint64_t want = bitmap_next_clear_within(img->dirty, first, max) - first;
 
-    if (want > max)
-        want = max;
     if (want == 0)
         return 0;
     uint64_t got = rangelock_try_claim(img->inflight, first, want);
@@ -273,10 +282,60 @@ void image_release(struct image *img, const struct claim *c, bool ok, bool data_
             bitmap_set_range(img->written, c->first, count);
     }
     rangelock_release(img->inflight, c->first, count);
-    /* Granules cut off by a shrink were forgotten by the rangelock already. */
-    if (rangelock_held(img->inflight) == 0)
-        pthread_cond_broadcast(&img->idle);
+    /* Wakes a resize waiting for no copy in flight, and a write-blocking
+     * guest write waiting for its granules. */
+    pthread_cond_broadcast(&img->idle);
     pthread_mutex_unlock(&img->lock);
+}
+
+void image_claim_for_write(struct image *img, uint64_t off, uint64_t len, struct claim *c)
+{
+    uint64_t g = img->granularity;
+    uint64_t first = off / g;
+    uint64_t count = granules_for(off + len, g) - first;
+
+    pthread_mutex_lock(&img->lock);
+    grow_locked(img, off + len);
+    while (img->resizing || !rangelock_is_free(img->inflight, first, count))
+        pthread_cond_wait(&img->idle, &img->lock);
+    bool claimed = rangelock_claim_all(img->inflight, first, count);
+    g_assert(claimed);
+    /* Whole granules only: the rest of a partial one may be dirty from an
+     * earlier write that this one does not cover. */
+    uint64_t whole_first = granules_for(off, g);
+    uint64_t whole_end = (off + len) / g;
+    if (whole_end > whole_first && !img->deleted)
+        bitmap_clear_range(img->dirty, whole_first, whole_end - whole_first);
+    c->first = first;
+    c->count = count;
+    c->off = off;
+    c->len = len;
+    c->target_may_hold_data = true;
+    pthread_mutex_unlock(&img->lock);
+}
+
+void image_finish_write(struct image *img, const struct claim *c, bool source_ok,
+                        bool target_ok)
+{
+    uint64_t g = img->granularity;
+
+    pthread_mutex_lock(&img->lock);
+    if (!img->deleted) {
+        if (!source_ok || !target_ok) {
+            bitmap_set_range(img->dirty, c->first, c->count);
+        } else {
+            if (c->off % g)
+                bitmap_set_range(img->dirty, c->first, 1);
+            if ((c->off + c->len) % g)
+                bitmap_set_range(img->dirty, (c->off + c->len) / g, 1);
+        }
+        if (target_ok)
+            bitmap_set_range(img->written, c->first, c->count);
+    }
+    rangelock_release(img->inflight, c->first, c->count);
+    pthread_cond_broadcast(&img->idle);
+    pthread_mutex_unlock(&img->lock);
+    mirror_kick(img->job);
 }
 
 bool image_is_clean(struct image *img)

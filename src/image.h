@@ -101,6 +101,23 @@ bool image_claim_at(struct image *img, uint64_t first, uint64_t max, struct clai
  * the run.  Not ok: the run is marked dirty again (invariant 3). */
 void image_release(struct image *img, const struct claim *c, bool ok, bool data_written);
 
+/* copy_mode=write-blocking, before the source write: claim every granule
+ * of [off, off+len) (waiting for copies in flight, so overlapping writes
+ * and copies are serialised), grow the maps when the range ends past the
+ * size, and clear the dirty bits of the granules it covers whole.  Clearing
+ * before the source write keeps invariant 1: a change to those granules by
+ * anybody else lands after the clear and marks them again. */
+void image_claim_for_write(struct image *img, uint64_t off, uint64_t len, struct claim *c);
+/* After the source write and the guest data's write to the target: the
+ * partly covered granules are marked dirty (the copier completes them), and
+ * every granule of the claim when either write failed (invariant 3). */
+void image_finish_write(struct image *img, const struct claim *c, bool source_ok,
+                        bool target_ok);
+
+/* With the lock held and nothing in flight: the source is only size bytes
+ * long (less than img->size). */
+void image_shrink_locked(struct image *img, uint64_t size);
+
 /* True when nothing is dirty and nothing is in flight. */
 bool image_is_clean(struct image *img);
 

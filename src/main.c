@@ -65,7 +65,7 @@ static bool dir_is_empty(const char *path)
 
 /* The checks that need the file system, in the order a user fixes them. */
 static void check_paths(const struct mirror_options *o, const char *mountpoint,
-                        char **src_out, char **tgt_out, bool *tgt_exists)
+                        bool target_is_uri, char **src_out, char **tgt_out, bool *tgt_exists)
 {
     struct stat st;
     char buf[PATH_MAX];
@@ -86,6 +86,17 @@ static void check_paths(const struct mirror_options *o, const char *mountpoint,
     if (!mnt)
         die("%s: %s", mountpoint, g_strerror(errno));
 
+    g_autofree char *ctl = g_build_filename(*src_out, ".mirror", NULL);
+    if (lstat(ctl, &st) == 0)
+        die("%s: the source holds a .mirror entry, which mirrorfs needs for itself",
+            o->source);
+    if (target_is_uri) {
+        /* The NBD backend checks the server and its exports itself. */
+        *tgt_out = g_strdup(o->target);
+        *tgt_exists = true;
+        return;
+    }
+
     char *tgt = canonical_maybe_missing(o->target, tgt_exists);
     if (!tgt)
         die("%s: target: %s", o->target, g_strerror(errno));
@@ -105,11 +116,6 @@ static void check_paths(const struct mirror_options *o, const char *mountpoint,
         die("%s: the target is inside the mountpoint %s", o->target, mountpoint);
     if (path_is_within(tgt, mnt))
         die("%s: the mountpoint is inside the target %s", mountpoint, o->target);
-
-    g_autofree char *ctl = g_build_filename(*src_out, ".mirror", NULL);
-    if (lstat(ctl, &st) == 0)
-        die("%s: the source holds a .mirror entry, which mirrorfs needs for itself",
-            o->source);
     if (*tgt_exists && o->sync == SYNC_FULL && !o->overwrite && !dir_is_empty(tgt))
         die("%s: the target is not empty (give -o overwrite to overwrite it, or "
             "-o sync=none if it is a copy already)",
@@ -216,7 +222,8 @@ int main(int argc, char *argv[])
     if (!cmd.mountpoint)
         die("missing MOUNTPOINT (usage: mirrorfs [options] SOURCE MOUNTPOINT)");
 
-    check_paths(&opts, cmd.mountpoint, &src, &tgt, &tgt_exists);
+    bool target_is_uri = target_nbd_is_uri(opts.target);
+    check_paths(&opts, cmd.mountpoint, target_is_uri, &src, &tgt, &tgt_exists);
     se = new_session(&args, NULL);
     state_dir = prepare_state_dir(&opts, src, tgt);
 
@@ -225,12 +232,18 @@ int main(int argc, char *argv[])
     root_fd = open(src, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (src_fd < 0 || root_fd < 0)
         die("%s: %s", src, g_strerror(errno));
-    if (!tgt_exists && mkdir(tgt, 0755) < 0)
-        die("%s: cannot create the target: %s", tgt, g_strerror(errno));
-    tgt_fd = open(tgt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (tgt_fd < 0)
-        die("%s: %s", tgt, g_strerror(errno));
-    target_file_new(tgt_fd, tgt, &target);
+    if (target_is_uri) {
+        g_clear_pointer(&err, g_free);
+        if (target_nbd_new(tgt, &target, &err) < 0)
+            die("%s", err);
+    } else {
+        if (!tgt_exists && mkdir(tgt, 0755) < 0)
+            die("%s: cannot create the target: %s", tgt, g_strerror(errno));
+        tgt_fd = open(tgt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (tgt_fd < 0)
+            die("%s: %s", tgt, g_strerror(errno));
+        target_file_new(tgt_fd, tgt, &target);
+    }
 
     g_clear_pointer(&err, g_free);
     if (mirror_job_new(&opts, src_fd, src, target, state_dir, cmd.foreground, &job, &err) < 0)
@@ -244,6 +257,7 @@ int main(int argc, char *argv[])
     if (!se)
         die("cannot create the FUSE session");
 
+    fs_set_session(fs, se);
     if (fuse_set_signal_handlers(se) != 0)
         die("cannot set signal handlers");
     if (fuse_session_mount(se, cmd.mountpoint) != 0)

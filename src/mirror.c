@@ -3,6 +3,7 @@
 
 #include "mirror.h"
 #include "bitmap.h"
+#include "linelog.h"
 #include "rangelock.h"
 #include "target.h"
 #include "util.h"
@@ -53,6 +54,41 @@ static void set_last_error_locked(struct mirror_job *job, const char *msg)
     job->last_error = g_strdup(msg);
 }
 
+/* Seconds since the epoch with milliseconds: comparable across programs. */
+static void wall_clock(char buf[32])
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(buf, 32, "%lld.%03ld", (long long)ts.tv_sec, ts.tv_nsec / 1000000);
+}
+
+void mirror_event(struct mirror_job *job, const char *kind, const char *fmt, ...)
+{
+    va_list ap;
+    g_autofree char *details = NULL;
+    char now[32];
+
+    va_start(ap, fmt);
+    details = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    wall_clock(now);
+    linelog_appendf(job->events, "%s %s %s", now, kind, details);
+}
+
+void mirror_trace_write(struct mirror_job *job, struct image *img, uint64_t off, uint64_t len)
+{
+    char now[32];
+
+    if (g_atomic_int_get(&job->trace_readers) <= 0)
+        return;
+    wall_clock(now);
+    /* The name goes last: it may hold spaces. */
+    pthread_mutex_lock(&job->lock);
+    linelog_appendf(job->trace, "%s %" PRIu64 " %" PRIu64 " %s", now, off, len, img->name);
+    pthread_mutex_unlock(&job->lock);
+}
+
 void mirror_report_error(struct mirror_job *job, const char *fmt, ...)
 {
     va_list ap;
@@ -61,6 +97,7 @@ void mirror_report_error(struct mirror_job *job, const char *fmt, ...)
     va_start(ap, fmt);
     msg = g_strdup_vprintf(fmt, ap);
     va_end(ap);
+    mirror_event(job, "error", "%s", msg);
     g_atomic_pointer_add(&job->errors, 1);
     pthread_mutex_lock(&job->lock);
     set_last_error_locked(job, msg);
@@ -332,8 +369,14 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
     job->images = g_ptr_array_new();
     job->state = JOB_RUNNING;
     job->last_error = g_strdup("");
+    job->events = linelog_new(4096);
+    job->trace = linelog_new(65536);
     job->rate_last_ns = now_ns();
     ratelimit_init(&job->limiter, opts->speed, job->chunk, job->rate_last_ns);
+    job->copy_mode = opts->copy_mode;
+    job->blocking = opts->copy_mode == COPY_MODE_WRITE_BLOCKING;
+    job->auto_min_dirty = UINT64_MAX;
+    job->auto_min_ns = job->rate_last_ns;
 
     rc = scan_dir(job, source_dirfd, "", err);
     if (rc < 0) {
@@ -359,6 +402,8 @@ void mirror_job_free(struct mirror_job *job)
     g_free(job->state_dir);
     g_free(job->pause_reason);
     g_free(job->last_error);
+    linelog_free(job->events);
+    linelog_free(job->trace);
     g_free(job);
 }
 
@@ -373,14 +418,27 @@ struct copy_result {
     uint64_t hole_end;       /* the run ended in a hole that goes on to here */
 };
 
-/* Wait until the speed limit lets n more bytes be copied. */
+/* Wait until the speed limit lets n more bytes be copied.  The wait is cut
+ * short when the limit changes (a speed-up must not wait out a debt run up
+ * at 1K/s) or the job stops. */
 static void throttle(struct mirror_job *job, uint64_t n)
 {
     pthread_mutex_lock(&job->lock);
-    uint64_t wait_ns = ratelimit_charge(&job->limiter, n, now_ns());
+    uint64_t now = now_ns();
+    uint64_t until = now + ratelimit_charge(&job->limiter, n, now);
+    unsigned gen = job->speed_gen;
+    while (now < until && gen == job->speed_gen && !job->stopping &&
+           (job->state == JOB_RUNNING || job->state == JOB_DRAINING)) {
+        struct timespec ts;
+        uint64_t slice = MIN(until - now, 100 * 1000 * 1000ull);
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + slice;
+        ts.tv_sec += (time_t)(ns / 1000000000ull);
+        ts.tv_nsec = (long)(ns % 1000000000ull);
+        pthread_cond_timedwait(&job->wake, &job->lock, &ts);
+        now = now_ns();
+    }
     pthread_mutex_unlock(&job->lock);
-    if (wait_ns)
-        g_usleep(wait_ns / 1000);
 }
 
 static bool all_zero(const char *buf, size_t len)
@@ -472,6 +530,7 @@ static void fail_job(struct mirror_job *job, const char *why)
         pthread_cond_broadcast(&job->wake);
         pthread_mutex_unlock(&job->lock);
         job_log(job, LOG_ERR, "job failed: %s", why);
+        mirror_event(job, "failed", "%s", why);
         return;
     }
     pthread_mutex_unlock(&job->lock);
@@ -511,10 +570,14 @@ static uint64_t handle_copy_error(struct mirror_job *job, struct image *img,
         job->pause_reason = g_strdup(msg);
         pthread_mutex_unlock(&job->lock);
         job_log(job, LOG_WARNING, "paused after an error; resume with 'mirrorctl resume'");
+        mirror_event(job, "policy", "stop: paused until resume");
         return 0;
     }
     uint64_t backoff = IGNORE_BACKOFF_MIN_US << MIN(consecutive, 10u);
-    return MIN(backoff, (uint64_t)IGNORE_BACKOFF_MAX_US);
+    backoff = MIN(backoff, (uint64_t)IGNORE_BACKOFF_MAX_US);
+    mirror_event(job, "policy", "ignore: retry in %" PRIu64 " ms (failure %u in a row)",
+                 backoff / 1000, consecutive);
+    return backoff;
 }
 
 static bool job_copying(const struct mirror_job *job)
@@ -615,8 +678,15 @@ static bool flush_clean_image(struct mirror_job *job, struct image *img)
 {
     int rc = 0;
 
+    struct stat st;
+    /* The source's own size is the truth: a failed write past the end may
+     * have grown what the image believed. */
+    bool have_size = fstat(img->src_fd, &st) == 0;
+
     pthread_mutex_lock(&img->lock);
     bool clean = bitmap_count(img->dirty) == 0 && rangelock_held(img->inflight) == 0;
+    if (clean && have_size && (uint64_t)st.st_size < img->size)
+        image_shrink_locked(img, (uint64_t)st.st_size);
     if (clean && !img->deleted && img->tgt)
         rc = job->target->ops->truncate(img->tgt, img->size);
     pthread_mutex_unlock(&img->lock);
@@ -642,6 +712,45 @@ static GPtrArray *images_snapshot(struct mirror_job *job)
     for (guint i = 0; i < job->images->len; i++)
         g_ptr_array_add(a, image_ref(g_ptr_array_index(job->images, i)));
     return a;
+}
+
+/* copy_mode=auto: when the dirty bytes have not shrunk for auto_after
+ * seconds, the copier is not keeping up with the guests: make their writes
+ * go to the target too (the dirty bytes then only shrink).  Back to
+ * background once the target is in sync. */
+static void auto_copy_mode(struct mirror_job *job)
+{
+    uint64_t dirty = 0, size, d, f, now = now_ns();
+
+    pthread_mutex_lock(&job->lock);
+    if (job->copy_mode != COPY_MODE_AUTO || job->state != JOB_RUNNING) {
+        pthread_mutex_unlock(&job->lock);
+        return;
+    }
+    for (guint i = 0; i < job->images->len; i++) {
+        image_counts(g_ptr_array_index(job->images, i), &size, &d, &f);
+        dirty += d + f;
+    }
+    bool blocking = mirror_write_blocking(job);
+    if (!blocking) {
+        if (dirty < job->auto_min_dirty || dirty == 0) {
+            job->auto_min_dirty = dirty;
+            job->auto_min_ns = now;
+        } else if (now - job->auto_min_ns >= job->opts->auto_after_s * 1000000000ull) {
+            g_atomic_int_set(&job->blocking, 1);
+            mirror_event(job, "copy-mode",
+                         "write-blocking (auto: %" PRIu64 " dirty bytes, not shrinking for %u s)",
+                         dirty, job->opts->auto_after_s);
+            job_log(job, LOG_INFO, "auto: switching to write-blocking");
+        }
+    } else if (dirty == 0) {
+        g_atomic_int_set(&job->blocking, 0);
+        job->auto_min_dirty = UINT64_MAX;
+        job->auto_min_ns = now;
+        mirror_event(job, "copy-mode", "background (auto: in sync)");
+        job_log(job, LOG_INFO, "auto: in sync, back to background");
+    }
+    pthread_mutex_unlock(&job->lock);
 }
 
 static void manager_tick(struct mirror_job *job)
@@ -672,9 +781,15 @@ static void manager_tick(struct mirror_job *job)
             pthread_mutex_unlock(&img->lock);
             if (bulk && flush_clean_image(job, img)) {
                 pthread_mutex_lock(&img->lock);
-                if (img->phase == PHASE_BULK)
+                bool became_ready = img->phase == PHASE_BULK;
+                if (became_ready)
                     img->phase = PHASE_READY;
                 pthread_mutex_unlock(&img->lock);
+                if (became_ready) {
+                    pthread_mutex_lock(&job->lock);
+                    mirror_event(job, "image-ready", "%s", img->name);
+                    pthread_mutex_unlock(&job->lock);
+                }
             }
         }
         pthread_mutex_lock(&job->lock);
@@ -719,6 +834,20 @@ static void manager_tick(struct mirror_job *job)
     }
 }
 
+static const char *job_phase(struct mirror_job *job);
+
+/* An event for each change of the job's phase. */
+static void announce_phase(struct mirror_job *job)
+{
+    pthread_mutex_lock(&job->lock);
+    const char *phase = job_phase(job);
+    if (!job->last_phase || strcmp(phase, job->last_phase) != 0) {
+        job->last_phase = phase;
+        mirror_event(job, "phase", "%s", phase);
+    }
+    pthread_mutex_unlock(&job->lock);
+}
+
 static gpointer manager_main(gpointer data)
 {
     struct mirror_job *job = data;
@@ -729,7 +858,10 @@ static gpointer manager_main(gpointer data)
         pthread_mutex_unlock(&job->lock);
         if (stop)
             break;
+        announce_phase(job);
         manager_tick(job);
+        auto_copy_mode(job);
+        announce_phase(job);
         g_usleep(MANAGER_TICK_NS / 1000);
     }
     return NULL;
@@ -790,7 +922,8 @@ void mirror_snapshot(struct mirror_job *job, struct status_snapshot *s)
     s->pid = getpid();
     s->source = g_strdup(job->source_path);
     s->target = g_strdup(job->target->description);
-    s->copy_mode = copy_mode_name(job->opts->copy_mode);
+    s->copy_mode = copy_mode_name(job->copy_mode);
+    s->active_copy_mode = mirror_write_blocking(job) ? "write-blocking" : "background";
     s->n_images = job->images->len;
     s->images = job->images->len;
     s->image = g_new0(struct image_status, s->n_images);
@@ -824,6 +957,15 @@ void mirror_snapshot(struct mirror_job *job, struct status_snapshot *s)
     pthread_mutex_unlock(&job->lock);
 }
 
+/* With job->lock held.  auto starts in background and restarts its clock. */
+static void set_copy_mode_locked(struct mirror_job *job, enum copy_mode m)
+{
+    job->copy_mode = m;
+    g_atomic_int_set(&job->blocking, m == COPY_MODE_WRITE_BLOCKING);
+    job->auto_min_dirty = UINT64_MAX;
+    job->auto_min_ns = now_ns();
+}
+
 int mirror_control(struct mirror_job *job, const char *line, char **err)
 {
     g_autofree char *cmd = g_strstrip(g_strdup(line));
@@ -842,7 +984,9 @@ int mirror_control(struct mirror_job *job, const char *line, char **err)
         g_free(job->pause_reason);
         job->pause_reason = NULL;
     } else if (g_str_has_prefix(cmd, "speed ") || g_str_has_prefix(cmd, "speed\t")) {
-        const char *arg = g_strchug(cmd + 6);
+        const char *arg = cmd + 6;
+        while (g_ascii_isspace(*arg))
+            arg++;
         uint64_t rate;
         if (parse_size(arg, &rate) < 0) {
             *err = g_strdup_printf("ctl: speed %s: expected bytes per second with K, M or G "
@@ -852,9 +996,22 @@ int mirror_control(struct mirror_job *job, const char *line, char **err)
             rc = -EINVAL;
         } else {
             ratelimit_set_rate(&job->limiter, rate, job->chunk, now_ns());
+            job->speed_gen++;
         }
-    } else if (strcmp(cmd, "copy-mode background") == 0) {
-        /* The only mode this version has: accepted, nothing changes. */
+    } else if (g_str_has_prefix(cmd, "copy-mode ") || g_str_has_prefix(cmd, "copy-mode\t")) {
+        const char *arg = cmd + 10;
+        while (g_ascii_isspace(*arg))
+            arg++;
+        enum copy_mode m;
+        if (copy_mode_parse(arg, &m) < 0) {
+            *err = g_strdup_printf("ctl: copy-mode %s: expected background, write-blocking "
+                                   "or auto",
+                                   arg);
+            set_last_error_locked(job, *err);
+            rc = -EINVAL;
+        } else {
+            set_copy_mode_locked(job, m);
+        }
     } else if (strcmp(cmd, "cancel") == 0) {
         if (job->state == JOB_RUNNING)
             job->state = JOB_CANCELLED;
@@ -865,8 +1022,10 @@ int mirror_control(struct mirror_job *job, const char *line, char **err)
     }
     pthread_cond_broadcast(&job->wake);
     pthread_mutex_unlock(&job->lock);
-    if (rc == 0)
+    if (rc == 0) {
         job_log(job, LOG_INFO, "ctl: %s", cmd);
+        mirror_event(job, "ctl", "%s", cmd);
+    }
     return rc;
 }
 

@@ -63,6 +63,15 @@ struct mirror_job {
     guint64 guest_write_bytes;
     guint64 errors;
     struct ratelimit limiter; /* job->lock */
+    unsigned speed_gen;       /* job->lock: bumped when the limit changes */
+    enum copy_mode copy_mode; /* as configured or set through ctl; job->lock */
+    int blocking;             /* atomic: guest writes go to the target too */
+    uint64_t auto_min_dirty;  /* auto: least dirty bytes seen, and when */
+    uint64_t auto_min_ns;
+    struct linelog *events;   /* .mirror/events */
+    struct linelog *trace;    /* .mirror/trace */
+    int trace_readers;        /* atomic: open trace files */
+    const char *last_phase;   /* manager: the phase last announced */
     /* Rate, sampled by the manager; job->lock. */
     uint64_t rate_bytes_per_s;
     uint64_t rate_last_bytes;
@@ -103,6 +112,21 @@ void mirror_rename_paths(struct mirror_job *job, const char *from, const char *t
 void mirror_exchange_paths(struct mirror_job *job, const char *a, const char *b);
 
 void mirror_count_guest_write(struct mirror_job *job, uint64_t bytes);
+
+/* copy_mode=write-blocking now (configured, or chosen by auto)?  One
+ * atomic read: called for every guest write. */
+static inline bool mirror_write_blocking(struct mirror_job *job)
+{
+    return g_atomic_int_get(&job->blocking) != 0;
+}
+
+/* Append a line to .mirror/events: "<unix time> <kind> <details>". */
+void mirror_event(struct mirror_job *job, const char *kind, const char *fmt, ...)
+    G_GNUC_PRINTF(3, 4);
+/* A guest write of len bytes at off: a line in .mirror/trace, only while a
+ * trace reader is there (one atomic read otherwise). */
+void mirror_trace_write(struct mirror_job *job, struct image *img, uint64_t off,
+                        uint64_t len);
 
 /* Record a runtime error: counted, logged, shown in status. */
 void mirror_report_error(struct mirror_job *job, const char *fmt, ...)

@@ -21,6 +21,7 @@ struct raw_options {
     char *buf_size;
     char *speed;
     char *workers;
+    char *auto_after;
     char *copy_mode;
     char *sync;
     char *on_target_error;
@@ -45,6 +46,7 @@ static const struct fuse_opt option_table[] = {
     RAW("buf_size", buf_size),
     RAW("speed", speed),
     RAW("workers", workers),
+    RAW("auto_after", auto_after),
     RAW("copy_mode", copy_mode),
     RAW("sync", sync),
     RAW("on_target_error", on_target_error),
@@ -85,6 +87,7 @@ static void raw_clear(struct raw_options *raw)
     free(raw->buf_size);
     free(raw->speed);
     free(raw->workers);
+    free(raw->auto_after);
     free(raw->copy_mode);
     free(raw->sync);
     free(raw->on_target_error);
@@ -180,6 +183,18 @@ static int validate(const struct raw_options *raw, struct mirror_options *opts, 
         }
         opts->workers = (unsigned)n;
     }
+    if (raw->auto_after) {
+        char *end = NULL;
+        errno = 0;
+        unsigned long n = strtoul(raw->auto_after, &end, 10);
+        if (errno || end == raw->auto_after || *end || raw->auto_after[0] == '-' || n < 1 ||
+            n > 86400) {
+            *err = g_strdup_printf("auto_after=%s: expected seconds, from 1 to 86400",
+                                   raw->auto_after);
+            return -EINVAL;
+        }
+        opts->auto_after_s = (unsigned)n;
+    }
     ENUM_OPT(raw->copy_mode, copy_mode_names, opts->copy_mode, "copy_mode");
     ENUM_OPT(raw->sync, sync_names, opts->sync, "sync");
     ENUM_OPT(raw->on_target_error, error_action_names, opts->on_target_error,
@@ -188,14 +203,9 @@ static int validate(const struct raw_options *raw, struct mirror_options *opts, 
              "on_source_error");
     ENUM_OPT(raw->on_unmount, unmount_names, opts->on_unmount, "on_unmount");
 
-    /* Accepted names that this version cannot honour yet are refused rather
-     * than silently ignored: a storage tool must not pretend. */
-    if (opts->copy_mode != COPY_MODE_BACKGROUND) {
-        *err = g_strdup_printf("copy_mode=%s: not supported by this version (only "
-                               "background)",
-                               raw->copy_mode);
-        return -EINVAL;
-    }
+    /* Like QEMU's mirror: the default buffer grows to hold one granule. */
+    if (!raw->buf_size && opts->buf_size < opts->granularity)
+        opts->buf_size = opts->granularity;
     if (opts->buf_size < opts->granularity) {
         *err = g_strdup_printf("buf_size=%s: smaller than the granularity",
                                raw->buf_size ? raw->buf_size : "16M");
@@ -226,6 +236,16 @@ static int validate(const struct raw_options *raw, struct mirror_options *opts, 
     return 0;
 }
 
+int copy_mode_parse(const char *name, enum copy_mode *out)
+{
+    int v = pick(name, copy_mode_names, G_N_ELEMENTS(copy_mode_names));
+
+    if (v < 0)
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
 int options_parse(struct fuse_args *args, struct mirror_options *opts, char **err)
 {
     struct raw_options raw = {0};
@@ -235,6 +255,7 @@ int options_parse(struct fuse_args *args, struct mirror_options *opts, char **er
     opts->granularity = OPT_DEFAULT_GRANULARITY;
     opts->buf_size = OPT_DEFAULT_BUF_SIZE;
     opts->workers = OPT_DEFAULT_WORKERS;
+    opts->auto_after_s = OPT_DEFAULT_AUTO_AFTER;
     *err = NULL;
 
     if (fuse_opt_parse(args, &raw, option_table, opt_proc) == -1) {
@@ -296,7 +317,9 @@ void options_print_usage(const char *progname)
            "    -o workers=N           copy threads, 1..%u (%u)\n"
            "    -o speed=RATE          copy rate limit in bytes/s, K/M/G suffix (0 = none);\n"
            "                           change it live with 'mirrorctl speed MNT RATE'\n"
-           "    -o copy_mode=MODE      background (the only mode so far)\n"
+           "    -o copy_mode=MODE      background | write-blocking | auto (background)\n"
+           "    -o auto_after=SECONDS  auto: switch to write-blocking when the dirty\n"
+           "                           bytes have not shrunk for this long (10)\n"
            "    -o sync=full|none      none: the target is already a copy (full)\n"
            "    -o on_target_error=report|ignore|stop   (report)\n"
            "    -o on_source_error=report|ignore|stop   (report)\n"

@@ -23,6 +23,7 @@ enum unmount_action { UNMOUNT_COMPLETE, UNMOUNT_CANCEL };
 #define OPT_DEFAULT_BUF_SIZE (16u * 1024 * 1024)
 #define OPT_DEFAULT_WORKERS 4u
 #define OPT_MAX_WORKERS 64u
+#define OPT_DEFAULT_AUTO_AFTER 10u
 #define OPT_MIN_GRANULARITY (4u * 1024)
 #define OPT_MAX_GRANULARITY (64u * 1024 * 1024)
 /* Largest single copy operation (as QEMU's mirror: 1 MiB). */
@@ -36,6 +37,7 @@ struct mirror_options {
     uint64_t buf_size;
     uint64_t speed; /* bytes/s, 0 = unlimited */
     unsigned workers;
+    unsigned auto_after_s; /* copy_mode=auto: switch after this long without progress */
     enum copy_mode copy_mode;
     enum sync_mode sync;
     enum error_action on_target_error;
@@ -58,6 +60,8 @@ void options_clear(struct mirror_options *opts);
 uint64_t options_chunk_size(const struct mirror_options *opts);
 
 const char *copy_mode_name(enum copy_mode m);
+/* 0 and *out set, or -EINVAL for an unknown name. */
+int copy_mode_parse(const char *name, enum copy_mode *out);
 const char *error_action_name(enum error_action a);
 
 /* Usage text for --help. */

@@ -76,6 +76,7 @@ char *status_format_text(const struct status_snapshot *s)
     append_str(out, "state_dir", s->state_dir);
     append_i64(out, "exit_code", s->exit_code);
     append_u64(out, "speed_bytes_per_s", s->speed_bytes_per_s);
+    append_str(out, "active_copy_mode", s->active_copy_mode);
 
     for (uint64_t i = 0; i < s->n_images; i++) {
         const struct image_status *im = &s->image[i];
@@ -154,6 +155,7 @@ char *status_format_json(const struct status_snapshot *s)
     json_str(b, "state_dir", s->state_dir);
     json_i64(b, "exit_code", s->exit_code);
     json_u64(b, "speed_bytes_per_s", s->speed_bytes_per_s);
+    json_str(b, "active_copy_mode", s->active_copy_mode);
 
     json_builder_set_member_name(b, "images");
     json_builder_begin_array(b);

@@ -45,6 +45,7 @@ struct status_snapshot {
     char *state_dir;
     int exit_code;            /* -1 while running; the daemon's exit code once finished */
     uint64_t speed_bytes_per_s; /* the copy rate limit, 0 = none */
+    const char *active_copy_mode; /* what copy_mode does now: background or write-blocking */
     uint64_t n_images;
     struct image_status *image; /* n_images entries */
 };

@@ -49,4 +49,11 @@ struct target {
 /* A directory target reached through dirfd (taken over: closed by destroy). */
 int target_file_new(int dirfd, const char *path, struct target **out);
 
+/* NBD targets (target-nbd.c): true when spec is an NBD URI template
+ * ("nbd://host:port/{name}", "nbd+unix:///{name}?socket=PATH", ...). */
+int target_nbd_is_uri(const char *spec);
+/* Connect to the server(s) named by the URI template; `{name}` stands for an
+ * image's path inside SOURCE.  0, or -errno with *err set to one line. */
+int target_nbd_new(const char *uri_template, struct target **out, char **err);
+
 #endif

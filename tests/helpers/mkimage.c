@@ -84,14 +84,31 @@ static int parse_size(const char *s, uint64_t *out)
     switch (*end) {
     case '\0':
         break;
-    case 'k': case 'K': mult = 1ULL << 10; end++; break;
-    case 'm': case 'M': mult = 1ULL << 20; end++; break;
-    case 'g': case 'G': mult = 1ULL << 30; end++; break;
-    case 't': case 'T': mult = 1ULL << 40; end++; break;
+    case 'k':
+    case 'K':
+        mult = 1ULL << 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mult = 1ULL << 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mult = 1ULL << 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        mult = 1ULL << 40;
+        end++;
+        break;
     default:
         return -1;
     }
-    if (mult != 1 && *end != '\0' && strcasecmp(end, "iB") != 0 && strcasecmp(end, "B") != 0)
+    if (mult != 1 && *end != '\0' && strcasecmp(end, "iB") != 0 &&
+        strcasecmp(end, "B") != 0)
         return -1;
     if (mult == 1 && *end != '\0')
         return -1;
@@ -125,7 +142,8 @@ static void fill_random(unsigned char *buf, size_t len)
     }
 }
 
-static void write_random(int fd, const char *path, unsigned char *buf, uint64_t off, uint64_t len)
+static void write_random(int fd, const char *path, unsigned char *buf, uint64_t off,
+                         uint64_t len)
 {
     while (len > 0) {
         size_t n = len < BUFSZ ? (size_t)len : BUFSZ;
@@ -165,14 +183,14 @@ int main(int argc, char **argv)
                 nlen = (size_t)(eq - a);
         }
 #define OPT(name) (strlen(name) == nlen && strncmp(a, name, nlen) == 0)
-#define NEED_VAL()                                                         \
-    do {                                                                   \
-        if (eq)                                                            \
-            val = eq + 1;                                                  \
-        else if (i + 1 < argc)                                             \
-            val = argv[++i];                                               \
-        else                                                               \
-            die(a, "missing value");                                       \
+#define NEED_VAL()                                                                       \
+    do {                                                                                 \
+        if (eq)                                                                          \
+            val = eq + 1;                                                                \
+        else if (i + 1 < argc)                                                           \
+            val = argv[++i];                                                             \
+        else                                                                             \
+            die(a, "missing value");                                                     \
     } while (0)
         if (OPT("--data-extents")) {
             NEED_VAL();
@@ -240,7 +258,8 @@ int main(int argc, char **argv)
         uint64_t k;
 
         if (slot == 0 || span > slot)
-            die("--data-extents", "extents do not fit in the file (need N * ceil64K(S) <= SIZE)");
+            die("--data-extents",
+                "extents do not fit in the file (need N * ceil64K(S) <= SIZE)");
         for (k = 0; k < n_ext; k++) {
             uint64_t choices = (slot - span) / ALIGN + 1;
             uint64_t off = k * slot + rng_below(choices) * ALIGN;

@@ -316,4 +316,10 @@ assert_result() {
     assert_eq "$DAEMON_RC" "$2" "daemon exit code"
     assert_eq "$(result_get phase)" "$1" "phase in $STATE/result"
     assert_eq "$(result_get exit_code)" "$2" "exit_code in $STATE/result"
+    if [ "$1" = completed ]; then
+        # completed: the drain left nothing dirty or in flight.
+        assert_eq "$(result_get dirty_bytes)" 0 "dirty_bytes in $STATE/result"
+        assert_eq "$(result_get in_flight_bytes)" 0 "in_flight_bytes in $STATE/result"
+        assert_eq "$(result_get copied_bytes)" "$(result_get total_bytes)" "copied_bytes == total_bytes in $STATE/result"
+    fi
 }

@@ -132,6 +132,21 @@ expect_refused "--workers=0" "$MNT" "$TGT" -- \
 expect_refused "buf_size=abc" "$MNT" "$TGT" -- \
     -o "target=$TGT,$OPTS,buf_size=abc" "$SRC" "$MNT"
 
+# enum options with a value from no list, or from another option's list; a
+# message that lists the choices must list only this option's
+for spec in "sync=maybe:report|ignore|stop|complete|cancel" \
+            "sync=report:report|ignore|stop|complete|cancel" \
+            "on_unmount=later:full|none|report|ignore|stop" \
+            "on_target_error=cancel:full|none|complete|cancel" \
+            "copy_mode=turbo:full|none|report|ignore|stop|complete|cancel"; do
+    opt=${spec%%:*} foreign=${spec#*:}
+    expect_refused "$opt" "$MNT" "$TGT" -- \
+        -o "target=$TGT,$OPTS,$opt" "$SRC" "$MNT"
+    msg=$(sed 's/^mirrorfs: [^:]*: //' "$T/bad.err")
+    printf '%s\n' "$msg" | grep -Eqw "$foreign" &&
+        fail "[$opt] the message offers choices of another option: $(cat "$T/bad.err")"
+done
+
 # mountpoint is a regular file
 head -c 4096 /dev/urandom > "$T/mnt-file"
 expect_refused "mountpoint is a file" "$T/mnt-file" "$TGT" -- \

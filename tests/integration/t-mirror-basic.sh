@@ -47,7 +47,6 @@ gw odd.img $(( 100 * K - 1 )) 1              # last byte of the partial granule
 gw odd.img $(( 300 * K + 5 )) 7000           # leaves a hole 100K..300K
 gw empty.img 0 12345
 head -c $(( 2 * M + 3 )) /dev/urandom >> "$MNT/vm2/disks/disk.img" || fail "append to disk.img"
-sync
 
 # The extended sizes are visible through the mount and in the status.
 assert_eq "$(stat -c %s "$MNT/odd.img")" $(( 300 * K + 5 + 7000 )) "odd.img size after extension"

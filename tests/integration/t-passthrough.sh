@@ -160,7 +160,12 @@ ls -a "$MNT/sub2" | grep -q 'mirror' && fail ".mirror is listed in a subdirector
 printf 'x\n' > "$MNT/.mirror-anything" || fail "creating .mirror-anything failed"
 [ -f "$SRC/.mirror-anything" ] || fail ".mirror-anything did not reach the source"
 mkdir "$MNT/.mirror" 2>/dev/null && fail "mkdir .mirror at the top succeeded"
-[ ! -e "$SRC/.mirror" ] || fail "mkdir .mirror created it in the source"
+mkdir "$MNT/d3" || fail "mkdir d3 failed"
+mv -T "$MNT/d3" "$MNT/.mirror" 2>/dev/null && fail "renaming a directory to .mirror at the top succeeded"
+ln -sT a.img "$MNT/.mirror" 2>/dev/null && fail "a symlink named .mirror at the top was created"
+mv -T "$MNT/.mirror" "$MNT/renamed-mirror" 2>/dev/null && fail "renaming .mirror away succeeded"
+rmdir "$MNT/d3" || fail "rmdir d3 failed"
+[ ! -e "$SRC/.mirror" ] || fail "a .mirror entry reached the source"
 [ -f "$MNT/.mirror/status" ] || fail ".mirror/status is gone after mkdir .mirror"
 
 # --- finish: clean exit, the target equals the source ---

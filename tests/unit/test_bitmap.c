@@ -253,6 +253,35 @@ END_TEST
 
 /* ---- summary levels ---------------------------------------------------- */
 
+START_TEST(test_next_clear_within)
+{
+    struct bitmap *m = bitmap_new(1000);
+
+    bitmap_set_range(m, 10, 500); /* [10, 510) set */
+    /* The limit stops the search inside the run. */
+    ck_assert_uint_eq(bitmap_next_clear_within(m, 10, 16), 26);
+    ck_assert_uint_eq(bitmap_next_clear_within(m, 60, 64), 124);
+    ck_assert_uint_eq(bitmap_next_clear_within(m, 63, 1), 64);
+    /* The run ends before the limit. */
+    ck_assert_uint_eq(bitmap_next_clear_within(m, 500, 64), 510);
+    ck_assert_uint_eq(bitmap_next_clear_within(m, 10, 10000), 510);
+    /* A clear start is found at once; a zero limit finds nothing. */
+    ck_assert_uint_eq(bitmap_next_clear_within(m, 5, 100), 5);
+    ck_assert_uint_eq(bitmap_next_clear_within(m, 20, 0), 20);
+    /* Clipped at the end of the map. */
+    bitmap_set_range(m, 900, 100);
+    ck_assert_uint_eq(bitmap_next_clear_within(m, 950, 1000), 1000);
+    ck_assert_uint_eq(bitmap_next_clear_within(m, 1000, 5), 1000);
+    /* Same answers as next_clear whenever the clear bit is within reach. */
+    for (uint64_t st = 0; st < 1000; st += 7) {
+        uint64_t full = bitmap_next_clear(m, st);
+        uint64_t lim = bitmap_next_clear_within(m, st, 128);
+        ck_assert_uint_eq(lim, full < st + 128 ? full : (st + 128 < 1000 ? st + 128 : 1000));
+    }
+    bitmap_free(m);
+}
+END_TEST
+
 START_TEST(test_level1_boundary)
 {
     uint64_t size = L3 + 100;
@@ -454,12 +483,12 @@ static uint64_t random_count(uint64_t size)
 
 /* Check records every passing assertion, which would dominate these loops;
  * compare in plain C and only call into Check on a mismatch. */
-#define EXPECT_EQ(op, what, got, want)                                                 \
-    do {                                                                               \
-        uint64_t got_ = (got), want_ = (want);                                         \
-        if (got_ != want_)                                                             \
-            ck_abort_msg("op %u: %s: got %llu, want %llu", (op), (what),               \
-                         (unsigned long long)got_, (unsigned long long)want_);         \
+#define EXPECT_EQ(op, what, got, want)                                                   \
+    do {                                                                                 \
+        uint64_t got_ = (got), want_ = (want);                                           \
+        if (got_ != want_)                                                               \
+            ck_abort_msg("op %u: %s: got %llu, want %llu", (op), (what),                 \
+                         (unsigned long long)got_, (unsigned long long)want_);           \
     } while (0)
 
 static void check_whole(unsigned op, const struct bitmap *m, const bool *ref,
@@ -495,7 +524,8 @@ static void run_random(uint64_t seed, uint64_t maxsize, unsigned nops)
         uint64_t r = rng_below(100);
         uint64_t start = random_start(size);
         uint64_t n = random_count(size);
-        uint64_t end = start < size ? start + (n < size - start ? n : size - start) : start;
+        uint64_t end =
+            start < size ? start + (n < size - start ? n : size - start) : start;
 
         if (r < 40) {
             bitmap_set_range(m, start, n);
@@ -566,8 +596,8 @@ END_TEST
 
 /* In ascending order, as next_set() iteration must find them. */
 static const uint64_t scattered[] = {
-    0,        63,         64,         4095,       4096,          L3 - 1,
-    L3,       12345678,   1ULL << 24, 1ULL << 27, HUGE_BITS - 2, HUGE_BITS - 1,
+    0,  63,       64,         4095,       4096,          L3 - 1,
+    L3, 12345678, 1ULL << 24, 1ULL << 27, HUGE_BITS - 2, HUGE_BITS - 1,
 };
 #define NSCATTERED (sizeof(scattered) / sizeof(scattered[0]))
 
@@ -657,6 +687,7 @@ static Suite *bitmap_suite(void)
     suite_add_tcase(s, tc);
 
     tc = tcase_create("levels");
+    tcase_add_test(tc, test_next_clear_within);
     tcase_add_test(tc, test_level1_boundary);
     tcase_add_test(tc, test_range_across_levels);
     tcase_add_test(tc, test_clear_keeps_edge_words);

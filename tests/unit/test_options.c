@@ -153,17 +153,32 @@ START_TEST(test_help_needs_no_arguments)
 }
 END_TEST
 
-START_TEST(test_unsupported_yet_refused)
+START_TEST(test_copy_modes)
 {
     struct mirror_options o;
-    g_autofree char *e1 = NULL;
+    g_autofree char *e1 = NULL, *e2 = NULL, *e3 = NULL;
+    enum copy_mode m;
 
-    /* Accepted names that this version cannot honour are refused, not
-     * silently ignored. */
     ck_assert_int_eq(parse(&o, &e1, NULL, "-o", "target=/t,copy_mode=write-blocking", "/s",
                            "/m", NULL),
+                     0);
+    ck_assert_int_eq(o.copy_mode, COPY_MODE_WRITE_BLOCKING);
+    ck_assert_uint_eq(o.auto_after_s, 10);
+    options_clear(&o);
+    ck_assert_int_eq(parse(&o, &e2, NULL, "-o", "target=/t,copy_mode=auto,auto_after=3", "/s",
+                           "/m", NULL),
+                     0);
+    ck_assert_int_eq(o.copy_mode, COPY_MODE_AUTO);
+    ck_assert_uint_eq(o.auto_after_s, 3);
+    options_clear(&o);
+    ck_assert_int_eq(parse(&o, &e3, NULL, "-o", "target=/t,auto_after=0", "/s", "/m", NULL),
                      -EINVAL);
-    ck_assert_ptr_nonnull(strstr(e1, "not supported"));
+    ck_assert_ptr_nonnull(strstr(e3, "auto_after=0"));
+    ck_assert_int_eq(copy_mode_parse("auto", &m), 0);
+    ck_assert_int_eq(m, COPY_MODE_AUTO);
+    ck_assert_int_eq(copy_mode_parse("background", &m), 0);
+    ck_assert_int_eq(m, COPY_MODE_BACKGROUND);
+    ck_assert_int_eq(copy_mode_parse("blocking", &m), -EINVAL);
 }
 END_TEST
 
@@ -178,6 +193,23 @@ START_TEST(test_speed)
     ck_assert_int_eq(parse(&o, &err, NULL, "--speed=0", "--target=/t", "/s", "/m", NULL), 0);
     ck_assert_uint_eq(o.speed, 0);
     options_clear(&o);
+}
+END_TEST
+
+START_TEST(test_big_granularity_grows_default_buffer)
+{
+    struct mirror_options o;
+    g_autofree char *e1 = NULL, *e2 = NULL;
+
+    ck_assert_int_eq(parse(&o, &e1, NULL, "-o", "target=/t,granularity=64M", "/s", "/m", NULL),
+                     0);
+    ck_assert_uint_eq(o.buf_size, 64u << 20);
+    options_clear(&o);
+    /* An explicit buffer smaller than a granule is still an error. */
+    ck_assert_int_eq(parse(&o, &e2, NULL, "-o", "target=/t,granularity=64M,buf_size=16M",
+                           "/s", "/m", NULL),
+                     -EINVAL);
+    ck_assert_ptr_nonnull(strstr(e2, "smaller than the granularity"));
 }
 END_TEST
 
@@ -206,8 +238,9 @@ static Suite *options_suite(void)
     tcase_add_loop_test(tc, test_bad_values, 0, G_N_ELEMENTS(bad_cases));
     tcase_add_test(tc, test_missing_arguments);
     tcase_add_test(tc, test_help_needs_no_arguments);
-    tcase_add_test(tc, test_unsupported_yet_refused);
+    tcase_add_test(tc, test_copy_modes);
     tcase_add_test(tc, test_chunk_size);
+    tcase_add_test(tc, test_big_granularity_grows_default_buffer);
     tcase_add_test(tc, test_speed);
     suite_add_tcase(s, tc);
     return s;

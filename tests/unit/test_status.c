@@ -35,6 +35,7 @@ static void fill_two_images(struct status_snapshot *s)
     s->state_dir = g_strdup("/var/lib/mirrorfs");
     s->exit_code = -1;
     s->speed_bytes_per_s = 20971520;
+    s->active_copy_mode = "background";
     s->n_images = 2;
     s->image = g_new0(struct image_status, 2);
     s->image[0] =
@@ -63,6 +64,7 @@ static const char expected_text[] = "phase: bulk\n"
                                     "state_dir: /var/lib/mirrorfs\n"
                                     "exit_code: -1\n"
                                     "speed_bytes_per_s: 20971520\n"
+                                    "active_copy_mode: background\n"
                                     "image: vm1/disk.img phase=ready size=1048576 "
                                     "copied=1048576 dirty=0 in_flight=0\n"
                                     "image: vm 2.raw phase=bulk size=2097152 "
@@ -122,6 +124,7 @@ START_TEST(test_key_order)
         "state_dir",
         "exit_code",
         "speed_bytes_per_s",
+        "active_copy_mode",
         "image",
         "image",
     };
@@ -160,10 +163,10 @@ START_TEST(test_text_escaping)
     text = status_format_text(&s);
     lines = g_strsplit(text, "\n", -1);
 
-    /* 20 keys + 2 images: an embedded newline must not add a line. */
-    ck_assert_uint_eq(g_strv_length(lines), 23);
+    /* 21 keys + 2 images: an embedded newline must not add a line. */
+    ck_assert_uint_eq(g_strv_length(lines), 24);
     ck_assert_str_eq(lines[16], "last_error: write: No space\\nleft \\\\ on device");
-    ck_assert_str_eq(lines[21], "image: evil\\nphase: failed \"q\" 'x'\\\\ phase=bulk "
+    ck_assert_str_eq(lines[22], "image: evil\\nphase: failed \"q\" 'x'\\\\ phase=bulk "
                                 "size=2097152 copied=0 dirty=2031616 in_flight=65536");
     /* The forged "phase: failed" must not reach the start of a line. */
     for (guint i = 1; lines[i]; i++)
@@ -235,6 +238,7 @@ START_TEST(test_json_roundtrip)
     ck_assert_str_eq(obj_str(o, "state_dir"), "/var/lib/mirrorfs");
     ck_assert_int_eq(obj_int(o, "exit_code"), -1);
     ck_assert_int_eq(obj_int(o, "speed_bytes_per_s"), 20971520);
+    ck_assert_str_eq(json_object_get_string_member(o, "active_copy_mode"), "background");
 
     ck_assert(JSON_NODE_HOLDS_ARRAY(json_object_get_member(o, "images")));
     imgs = json_object_get_array_member(o, "images");
@@ -299,7 +303,7 @@ START_TEST(test_parse_roundtrip)
     ck_assert_ptr_nonnull(t);
 
     /* 19 keys; the image lines are not in the table. */
-    ck_assert_uint_eq(g_hash_table_size(t), 20);
+    ck_assert_uint_eq(g_hash_table_size(t), 21);
     ck_assert(!g_hash_table_contains(t, "image"));
     ck_assert_str_eq(g_hash_table_lookup(t, "phase"), "bulk");
     ck_assert_str_eq(g_hash_table_lookup(t, "pid"), "4242");
