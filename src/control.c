@@ -60,7 +60,10 @@ void ctl_getattr(enum ctl_node node, fuse_ino_t ino, struct stat *st)
 }
 
 /* What an open control file holds. */
+/* Reference counted: when a reader blocked in events is killed, the kernel
+ * sends RELEASE while our read is still running on another thread. */
 struct ctl_handle {
+    int refs;
     enum ctl_node node;
     char *text;   /* status snapshots */
     size_t len;
@@ -84,6 +87,7 @@ void ctl_open(fuse_req_t req, struct mirror_job *job, enum ctl_node node,
         return;
     }
     h = g_new0(struct ctl_handle, 1);
+    h->refs = 1;
     h->node = node;
     if (node == CTL_EVENTS || node == CTL_TRACE) {
         h->nonblock = fi->flags & O_NONBLOCK;
@@ -110,11 +114,37 @@ void ctl_open(fuse_req_t req, struct mirror_job *job, enum ctl_node node,
     fuse_reply_open(req, fi);
 }
 
-void ctl_read(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
-              ctl_cancelled_fn cancelled)
+static struct ctl_handle *handle_get(struct fuse_file_info *fi)
 {
     struct ctl_handle *h = (struct ctl_handle *)(uintptr_t)fi->fh;
 
+    g_atomic_int_inc(&h->refs);
+    return h;
+}
+
+static void handle_put(struct ctl_handle *h)
+{
+    if (!g_atomic_int_dec_and_test(&h->refs))
+        return;
+    g_free(h->text);
+    g_free(h);
+}
+
+static void read_handle(fuse_req_t req, struct ctl_handle *h, size_t size, off_t off,
+                        ctl_cancelled_fn cancelled);
+
+void ctl_read(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
+              ctl_cancelled_fn cancelled)
+{
+    struct ctl_handle *h = handle_get(fi);
+
+    read_handle(req, h, size, off, cancelled);
+    handle_put(h);
+}
+
+static void read_handle(fuse_req_t req, struct ctl_handle *h, size_t size, off_t off,
+                        ctl_cancelled_fn cancelled)
+{
     if (h->log) {
         g_autofree char *buf = g_malloc(size);
         size_t n;
@@ -172,8 +202,6 @@ void ctl_release(fuse_req_t req, struct mirror_job *job, struct fuse_file_info *
 
     if (h->node == CTL_TRACE)
         g_atomic_int_add(&job->trace_readers, -1);
-
-    g_free(h->text);
-    g_free(h);
+    handle_put(h);
     fuse_reply_err(req, 0);
 }

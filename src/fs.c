@@ -149,6 +149,15 @@ void fs_free(struct fs *fs)
     g_free(fs);
 }
 
+/* A target failure met on the guest's behalf: the job reports it (the guest
+ * is not told, invariant 4). */
+static void report_image(struct fs *fs, struct image *img, const char *what, int rc)
+{
+    g_autofree char *name = mirror_image_name(fs->job, img);
+
+    mirror_report_error(fs->job, "%s: %s: %s", name, what, g_strerror(-rc));
+}
+
 /* ---- attributes and lookup ---------------------------------------------- */
 
 static void virtual_entry(struct fs *fs, enum ctl_node n, struct fuse_entry_param *e)
@@ -334,8 +343,7 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
         if (i->img) {
             int trc = image_resize(i->img, (uint64_t)attr->st_size);
             if (trc < 0)
-                mirror_report_error(fs_of(req)->job, "%s: cannot truncate on the target: %s",
-                                    i->img->name, g_strerror(-trc));
+                report_image(fs_of(req), i->img, "cannot truncate on the target", trc);
         }
     }
     if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
@@ -505,14 +513,15 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
         g_autofree char *path = child_path(p, name);
         struct image *img =
             S_ISREG(st.st_mode) ? mirror_find_image(fs->job, st.st_dev, st.st_ino) : NULL;
-        if (img && st.st_nlink <= 1) {
-            /* Last name gone: a guest that still has it open writes into a
-             * file nobody can reach; stop mirroring it. */
-            mirror_drop_image(fs->job, img, true);
-        } else if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) {
+        /* Last name gone: a guest that still has it open writes into a
+         * file nobody can reach; stop mirroring it. */
+        if (img && st.st_nlink <= 1)
+            mirror_drop_image(fs->job, img);
+        /* The name removed, which for a hard link need not be the one the
+         * image was found under. */
+        if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode))
             report_target(fs, fs->job->target->ops->unlink(fs->job->target, path),
                           "remove", path);
-        }
         image_unref(img);
     }
     pthread_mutex_unlock(&fs->job->ns_lock);
@@ -600,7 +609,7 @@ static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 
         /* The replaced image's target file is replaced by the rename below. */
         if (victim)
-            mirror_drop_image(fs->job, victim, false);
+            mirror_drop_image(fs->job, victim);
         if (mirrored) {
             int trc = fs->job->target->ops->rename(fs->job->target, from, to,
                                                    exchange ? RENAME_EXCHANGE : 0);
@@ -742,8 +751,7 @@ static void after_truncating_open(struct fs *fs, struct fs_inode *i, int fd)
     if (i->img && fstat(fd, &st) == 0) {
         int rc = image_resize(i->img, (uint64_t)st.st_size);
         if (rc < 0)
-            mirror_report_error(fs->job, "%s: cannot truncate on the target: %s",
-                                i->img->name, g_strerror(-rc));
+            report_image(fs, i->img, "cannot truncate on the target", rc);
     }
 }
 
@@ -848,16 +856,19 @@ static void write_blocking(fuse_req_t req, struct fs *fs, struct image *img,
     image_claim_for_write(img, (uint64_t)off, size, &c);
     res = pwrite(fd, data, size, off);
     int saved = errno;
-    if (res > 0) {
+    /* Granules whose flush failed are rewritten by the copier, which
+     * deallocates them first; this write leaves them dirty. */
+    if (c.target_suspect)
+        trc = -EAGAIN;
+    else if (res > 0) {
         trc = fs->job->target->ops->pwrite(img->tgt, data, (size_t)res, (uint64_t)off);
         if (trc == 0)
             g_atomic_pointer_add(&fs->job->transferred_bytes, res);
     }
     image_finish_write(img, &c, res == (ssize_t)size, res > 0 && trc == 0);
-    if (trc < 0)
-        mirror_report_error(fs->job, "%s: write-blocking write to the target failed at "
-                            "offset %lld: %s (left to the copier)",
-                            img->name, (long long)off, g_strerror(-trc));
+    if (trc < 0 && trc != -EAGAIN)
+        report_image(fs, img, "write-blocking write to the target failed (left to the copier)",
+                     trc);
     if (res < 0) {
         fuse_reply_err(req, saved);
         return;
@@ -949,10 +960,9 @@ static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
      * writes durable on the target too.  A target failure is the job's to
      * report, not the guest's. */
     if (rc == 0 && i->img && i->img->tgt && mirror_write_blocking(fs->job)) {
-        int trc = fs->job->target->ops->flush(i->img->tgt);
+        int trc = mirror_flush_image(fs->job, i->img);
         if (trc < 0)
-            mirror_report_error(fs->job, "%s: flushing the target: %s", i->img->name,
-                                g_strerror(-trc));
+            report_image(fs, i->img, "flushing the target", trc);
     }
     fuse_reply_err(req, rc);
 }
@@ -980,8 +990,7 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
         if (size != known) {
             int rc = image_resize(i->img, size);
             if (rc < 0)
-                mirror_report_error(fs->job, "%s: cannot resize on the target: %s",
-                                    i->img->name, g_strerror(-rc));
+                report_image(fs, i->img, "cannot resize on the target", rc);
         }
         /* Plain allocation leaves the content as it was; these change it. */
         if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE))

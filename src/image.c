@@ -52,7 +52,9 @@ struct image *image_new(struct mirror_job *job, const char *name, dev_t dev, ino
     img->dirty = bitmap_new(n);
     img->inflight = rangelock_new(n);
     img->written = bitmap_new(n);
-    if (!img->dirty || !img->inflight || !img->written)
+    img->unflushed = bitmap_new(n);
+    img->suspect = bitmap_new(n);
+    if (!img->dirty || !img->inflight || !img->written || !img->unflushed || !img->suspect)
         g_error("out of memory for the maps of %s", name);
     if (all_dirty) {
         bitmap_set_range(img->dirty, 0, n);
@@ -81,6 +83,8 @@ void image_unref(struct image *img)
     bitmap_free(img->dirty);
     rangelock_free(img->inflight);
     bitmap_free(img->written);
+    bitmap_free(img->unflushed);
+    bitmap_free(img->suspect);
     pthread_cond_destroy(&img->idle);
     pthread_mutex_destroy(&img->lock);
     g_free(img->name);
@@ -93,7 +97,8 @@ static void resize_maps(struct image *img, uint64_t size)
     uint64_t n = granules_for(size, img->granularity);
 
     if (bitmap_resize(img->dirty, n) < 0 || rangelock_resize(img->inflight, n) < 0 ||
-        bitmap_resize(img->written, n) < 0)
+        bitmap_resize(img->written, n) < 0 || bitmap_resize(img->unflushed, n) < 0 ||
+        bitmap_resize(img->suspect, n) < 0)
         g_error("out of memory growing the maps of %s", img->name);
     if (img->cursor > n)
         img->cursor = 0;
@@ -216,6 +221,7 @@ static uint64_t claim_locked(struct image *img, uint64_t first, uint64_t max,
     c->off = first * img->granularity;
     c->len = run_bytes(img, first, got);
     c->target_may_hold_data = bitmap_any(img->written, first, got);
+    c->target_suspect = bitmap_any(img->suspect, first, got);
     img->cursor = first + got;
     return got;
 }
@@ -280,6 +286,11 @@ void image_release(struct image *img, const struct claim *c, bool ok, bool data_
             bitmap_set_range(img->dirty, c->first, count);
         else if (data_written)
             bitmap_set_range(img->written, c->first, count);
+        /* Written or zeroed: not durable until the next flush. */
+        if (ok) {
+            bitmap_set_range(img->unflushed, c->first, count);
+            bitmap_clear_range(img->suspect, c->first, count);
+        }
     }
     rangelock_release(img->inflight, c->first, count);
     /* Wakes a resize waiting for no copy in flight, and a write-blocking
@@ -311,6 +322,7 @@ void image_claim_for_write(struct image *img, uint64_t off, uint64_t len, struct
     c->off = off;
     c->len = len;
     c->target_may_hold_data = true;
+    c->target_suspect = bitmap_any(img->suspect, first, count);
     pthread_mutex_unlock(&img->lock);
 }
 
@@ -329,13 +341,53 @@ void image_finish_write(struct image *img, const struct claim *c, bool source_ok
             if ((c->off + c->len) % g)
                 bitmap_set_range(img->dirty, (c->off + c->len) / g, 1);
         }
-        if (target_ok)
+        if (target_ok) {
             bitmap_set_range(img->written, c->first, c->count);
+            bitmap_set_range(img->unflushed, c->first, c->count);
+        }
     }
     rangelock_release(img->inflight, c->first, c->count);
     pthread_cond_broadcast(&img->idle);
     pthread_mutex_unlock(&img->lock);
     mirror_kick(img->job);
+}
+
+struct bitmap *image_take_unflushed(struct image *img)
+{
+    pthread_mutex_lock(&img->lock);
+    struct bitmap *taken = img->unflushed;
+    img->unflushed = bitmap_new(bitmap_size(taken));
+    if (!img->unflushed)
+        g_error("out of memory for the maps of %s", img->name);
+    pthread_mutex_unlock(&img->lock);
+    return taken;
+}
+
+void image_flush_result(struct image *img, struct bitmap *taken, bool ok)
+{
+    if (!ok) {
+        pthread_mutex_lock(&img->lock);
+        uint64_t n = MIN(bitmap_size(taken), bitmap_size(img->dirty));
+        for (uint64_t b = bitmap_next_set(taken, 0); b < n;) {
+            uint64_t e = MIN(bitmap_next_clear(taken, b), n);
+            if (!img->deleted)
+                bitmap_set_range(img->dirty, b, e - b);
+            bitmap_set_range(img->unflushed, b, e - b);
+            bitmap_set_range(img->suspect, b, e - b);
+            b = e < n ? bitmap_next_set(taken, e) : n;
+        }
+        pthread_mutex_unlock(&img->lock);
+        mirror_kick(img->job);
+    }
+    bitmap_free(taken);
+}
+
+bool image_has_unflushed(struct image *img)
+{
+    pthread_mutex_lock(&img->lock);
+    bool any = bitmap_count(img->unflushed) > 0;
+    pthread_mutex_unlock(&img->lock);
+    return any;
 }
 
 bool image_is_clean(struct image *img)

@@ -50,6 +50,8 @@ struct image {
     struct bitmap *dirty;       /* granules the target lacks */
     struct rangelock *inflight; /* granules being copied */
     struct bitmap *written;     /* granules the target may hold data in */
+    struct bitmap *unflushed;   /* granules changed on the target since its last flush */
+    struct bitmap *suspect;     /* a flush of them failed: deallocate before rewriting */
     uint64_t cursor;            /* next granule the workers look at */
     unsigned resizing;          /* >0: no new claims (a resize waits) */
     enum image_phase phase;
@@ -85,6 +87,7 @@ struct claim {
     uint64_t first, count;
     uint64_t off, len;
     bool target_may_hold_data; /* some granule of the run was written before */
+    bool target_suspect;       /* some granule of the run failed a flush */
 };
 
 /* Claim the next dirty, not-in-flight run of at most max granules, at the
@@ -117,6 +120,18 @@ void image_finish_write(struct image *img, const struct claim *c, bool source_ok
 /* With the lock held and nothing in flight: the source is only size bytes
  * long (less than img->size). */
 void image_shrink_locked(struct image *img, uint64_t size);
+
+/* Flushing the target: take the granules changed since the last flush
+ * (the image starts a new, empty set), flush, then give them back with the
+ * result.  A failed flush may have lost any of them, so they are dirty
+ * again (invariant 3 for the flush), and suspect: a file system may keep
+ * blocks whose write-back failed in a state that rewriting does not repair
+ * (ext4 leaves such extents "unwritten": they read as zeroes however often
+ * the data is written again), so the copier deallocates them first. */
+struct bitmap *image_take_unflushed(struct image *img);
+void image_flush_result(struct image *img, struct bitmap *taken, bool ok);
+/* True when something was changed on the target since its last flush. */
+bool image_has_unflushed(struct image *img);
 
 /* True when nothing is dirty and nothing is in flight. */
 bool image_is_clean(struct image *img);

@@ -24,6 +24,10 @@
  * this much at a time: no data moves, so it needs no buffer. */
 #define HOLE_RUN_MAX (64ull << 30)
 #define MANAGER_TICK_NS (50 * 1000 * 1000ull)
+/* While running, what was copied is flushed at least this often: the
+ * target's durable copy lags by about this much, and a target that loses
+ * writes says so while the job can still copy them again. */
+#define PERIODIC_FLUSH_NS (1000 * 1000 * 1000ull)
 #define IDLE_WAIT_US (100 * 1000)
 #define IGNORE_BACKOFF_MIN_US (100 * 1000)
 #define IGNORE_BACKOFF_MAX_US (5 * 1000 * 1000)
@@ -87,6 +91,14 @@ void mirror_trace_write(struct mirror_job *job, struct image *img, uint64_t off,
     pthread_mutex_lock(&job->lock);
     linelog_appendf(job->trace, "%s %" PRIu64 " %" PRIu64 " %s", now, off, len, img->name);
     pthread_mutex_unlock(&job->lock);
+}
+
+char *mirror_image_name(struct mirror_job *job, struct image *img)
+{
+    pthread_mutex_lock(&job->lock);
+    char *name = g_strdup(img->name);
+    pthread_mutex_unlock(&job->lock);
+    return name;
 }
 
 void mirror_report_error(struct mirror_job *job, const char *fmt, ...)
@@ -191,26 +203,17 @@ struct image *mirror_add_image(struct mirror_job *job, const char *name, int fd,
     return img;
 }
 
-void mirror_drop_image(struct mirror_job *job, struct image *img, bool unlink_target)
+void mirror_drop_image(struct mirror_job *job, struct image *img)
 {
-    g_autofree char *name = NULL;
-
     pthread_mutex_lock(&job->lock);
     pthread_mutex_lock(&img->lock);
     img->deleted = true;
     bitmap_clear_range(img->dirty, 0, bitmap_size(img->dirty));
     pthread_mutex_unlock(&img->lock);
-    name = g_strdup(img->name);
     bool removed = g_ptr_array_remove(job->images, img);
     pthread_mutex_unlock(&job->lock);
     if (removed)
         image_unref(img);
-    if (unlink_target) {
-        int rc = job->target->ops->unlink(job->target, name);
-        if (rc < 0)
-            mirror_report_error(job, "%s: cannot remove it on the target: %s", name,
-                                g_strerror(-rc));
-    }
 }
 
 /* from renamed to to: is name from itself or below it?  Returns the new name. */
@@ -302,10 +305,16 @@ static int scan_dir(struct mirror_job *job, int dirfd, const char *rel, char **e
         } else if (S_ISREG(st.st_mode)) {
             struct image *img = mirror_find_image(job, st.st_dev, st.st_ino);
             if (img) {
-                /* A second hard link: the data is mirrored once, under the
-                 * first name. */
-                job_log(job, LOG_WARNING, "%s: hard link of %s, not mirrored twice", path,
-                        img->name);
+                /* A second name of an image: the data is copied once, and
+                 * the target gets the same second name. */
+                rc = job->target->ops->link
+                         ? job->target->ops->link(job->target, img->name, path)
+                         : -EOPNOTSUPP;
+                if (rc == -EEXIST && job->opts->sync == SYNC_NONE)
+                    rc = 0;
+                if (rc < 0)
+                    *err = g_strdup_printf("target: cannot create %s as a hard link of %s: %s",
+                                           path, img->name, g_strerror(-rc));
                 image_unref(img);
                 continue;
             }
@@ -379,6 +388,13 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
     job->auto_min_ns = job->rate_last_ns;
 
     rc = scan_dir(job, source_dirfd, "", err);
+    /* The names made on the target are durable before any guest runs: a
+     * target that cannot even do that is refused at start. */
+    if (rc == 0) {
+        rc = target->ops->sync_all(target);
+        if (rc < 0)
+            *err = g_strdup_printf("target: cannot sync: %s", g_strerror(-rc));
+    }
     if (rc < 0) {
         mirror_job_free(job);
         return rc;
@@ -456,6 +472,16 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
     uint64_t pos = c->off, end = c->off + c->len;
 
     memset(r, 0, sizeof(*r));
+    bool may_hold_data = c->target_may_hold_data;
+    if (c->target_suspect) {
+        int rc = ops->zero(img->tgt, c->off, c->len);
+        if (rc < 0) {
+            r->rc = rc;
+            r->side = SIDE_TARGET;
+            return;
+        }
+        may_hold_data = false;
+    }
     while (pos < end) {
         off_t data = lseek(img->src_fd, (off_t)pos, SEEK_DATA);
         uint64_t seg_end;
@@ -469,7 +495,7 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
         uint64_t data_at = data < 0 ? UINT64_MAX : (uint64_t)data;
         if (data_at > pos) {
             seg_end = MIN(data_at, end);
-            if (c->target_may_hold_data) {
+            if (may_hold_data) {
                 int rc = ops->zero(img->tgt, pos, seg_end - pos);
                 if (rc < 0) {
                     r->rc = rc;
@@ -504,7 +530,7 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
                 return;
             }
             if (all_zero(buf, (size_t)n)) {
-                rc = c->target_may_hold_data ? ops->zero(img->tgt, pos, (uint64_t)n) : 0;
+                rc = may_hold_data ? ops->zero(img->tgt, pos, (uint64_t)n) : 0;
             } else {
                 rc = ops->pwrite(img->tgt, buf, (size_t)n, pos);
                 if (rc == 0) {
@@ -538,25 +564,16 @@ static void fail_job(struct mirror_job *job, const char *why)
 
 /* Apply the error policy to a failed copy; the run is dirty again already.
  * Returns the time this worker should back off, in microseconds. */
-static uint64_t handle_copy_error(struct mirror_job *job, struct image *img,
-                                  const struct copy_result *r, uint64_t off,
-                                  unsigned consecutive)
+/* Apply an error policy to msg (already reported).  Returns the time the
+ * caller should back off, in microseconds (ignore), or 0. */
+static uint64_t apply_policy(struct mirror_job *job, enum error_action action,
+                             const char *msg, unsigned consecutive)
 {
-    enum error_action action =
-        r->side == SIDE_SOURCE ? job->opts->on_source_error : job->opts->on_target_error;
-    g_autofree char *name = NULL;
-
-    pthread_mutex_lock(&job->lock);
-    name = g_strdup(img->name);
-    pthread_mutex_unlock(&job->lock);
-    g_autofree char *msg = g_strdup_printf(
-        "%s: %s error at offset %" PRIu64 ": %s", name,
-        r->side == SIDE_SOURCE ? "source read" : "target write", off, g_strerror(-r->rc));
-    mirror_report_error(job, "%s", msg);
-
     pthread_mutex_lock(&job->lock);
     bool draining = job->state == JOB_DRAINING;
     pthread_mutex_unlock(&job->lock);
+    /* Once unmounted nobody can resume or free space: stop, and endless
+     * retries, become failure. */
     if (action == ERROR_ACTION_REPORT ||
         (draining && (action == ERROR_ACTION_STOP ||
                       consecutive >= DRAIN_MAX_CONSECUTIVE_ERRORS))) {
@@ -565,12 +582,15 @@ static uint64_t handle_copy_error(struct mirror_job *job, struct image *img,
     }
     if (action == ERROR_ACTION_STOP) {
         pthread_mutex_lock(&job->lock);
+        bool was_paused = job->paused;
         job->paused = true;
         g_free(job->pause_reason);
         job->pause_reason = g_strdup(msg);
         pthread_mutex_unlock(&job->lock);
-        job_log(job, LOG_WARNING, "paused after an error; resume with 'mirrorctl resume'");
-        mirror_event(job, "policy", "stop: paused until resume");
+        if (!was_paused) {
+            job_log(job, LOG_WARNING, "paused after an error; resume with 'mirrorctl resume'");
+            mirror_event(job, "policy", "stop: paused until resume");
+        }
         return 0;
     }
     uint64_t backoff = IGNORE_BACKOFF_MIN_US << MIN(consecutive, 10u);
@@ -578,6 +598,21 @@ static uint64_t handle_copy_error(struct mirror_job *job, struct image *img,
     mirror_event(job, "policy", "ignore: retry in %" PRIu64 " ms (failure %u in a row)",
                  backoff / 1000, consecutive);
     return backoff;
+}
+
+/* A failed copy; the run is dirty again already. */
+static uint64_t handle_copy_error(struct mirror_job *job, struct image *img,
+                                  const struct copy_result *r, uint64_t off,
+                                  unsigned consecutive)
+{
+    enum error_action action =
+        r->side == SIDE_SOURCE ? job->opts->on_source_error : job->opts->on_target_error;
+    g_autofree char *name = mirror_image_name(job, img);
+    g_autofree char *msg = g_strdup_printf(
+        "%s: %s error at offset %" PRIu64 ": %s", name,
+        r->side == SIDE_SOURCE ? "source read" : "target write", off, g_strerror(-r->rc));
+    mirror_report_error(job, "%s", msg);
+    return apply_policy(job, action, msg, consecutive);
 }
 
 static bool job_copying(const struct mirror_job *job)
@@ -693,16 +728,34 @@ static bool flush_clean_image(struct mirror_job *job, struct image *img)
     if (!clean || img->deleted)
         return false;
     if (rc == 0 && img->tgt)
-        rc = job->target->ops->flush(img->tgt);
+        rc = mirror_flush_image(job, img);
     if (rc < 0) {
+        g_autofree char *name = mirror_image_name(job, img);
         g_autofree char *msg =
-            g_strdup_printf("%s: cannot flush the target: %s", img->name, g_strerror(-rc));
+            g_strdup_printf("%s: cannot flush the target: %s", name, g_strerror(-rc));
         mirror_report_error(job, "%s", msg);
-        if (job->opts->on_target_error == ERROR_ACTION_REPORT)
-            fail_job(job, msg);
+        /* What the flush may have lost is dirty again; the manager tries
+         * the next flush on a later tick, which is its back-off. */
+        apply_policy(job, job->opts->on_target_error, msg, ++job->flush_failures);
         return false;
     }
+    job->flush_failures = 0;
     return image_is_clean(img);
+}
+
+int mirror_flush_image(struct mirror_job *job, struct image *img)
+{
+    struct bitmap *taken = image_take_unflushed(img);
+    int rc = job->target->ops->flush(img->tgt);
+
+    image_flush_result(img, taken, rc == 0);
+    /* A file system reports a failed write-back to the file's fsync and
+     * once more to the next syncfs.  This one is being handled (its data
+     * is dirty again): consume the syncfs report now, so that the sync at
+     * completion fails only for a new error. */
+    if (rc < 0)
+        (void)job->target->ops->sync_all(job->target);
+    return rc;
 }
 
 static GPtrArray *images_snapshot(struct mirror_job *job)
@@ -772,6 +825,24 @@ static void manager_tick(struct mirror_job *job)
     if (!copying)
         return;
 
+    if (state == JOB_RUNNING && now - job->last_periodic_flush_ns >= PERIODIC_FLUSH_NS) {
+        job->last_periodic_flush_ns = now;
+        for (guint i = 0; i < imgs->len; i++) {
+            struct image *img = g_ptr_array_index(imgs, i);
+            if (!img->tgt || !image_has_unflushed(img))
+                continue;
+            int rc = mirror_flush_image(job, img);
+            if (rc < 0) {
+                g_autofree char *name = mirror_image_name(job, img);
+                g_autofree char *msg = g_strdup_printf("%s: cannot flush the target: %s",
+                                                       name, g_strerror(-rc));
+                mirror_report_error(job, "%s", msg);
+                apply_policy(job, job->opts->on_target_error, msg, ++job->flush_failures);
+            } else {
+                job->flush_failures = 0;
+            }
+        }
+    }
     if (state == JOB_RUNNING) {
         /* READY once per image: clean, then flushed, then still clean. */
         for (guint i = 0; i < imgs->len; i++) {
@@ -813,10 +884,16 @@ static void manager_tick(struct mirror_job *job)
         for (guint i = 0; i < imgs->len; i++)
             if (!flush_clean_image(job, g_ptr_array_index(imgs, i)))
                 return;
+        /* Every image was flushed without error just now; this makes the
+         * names durable.  Its error may also be an old one of data that was
+         * flushed again since, so it gets the policy and another try (a
+         * second syncfs reports only errors new since the first). */
         int rc = job->target->ops->sync_all(job->target);
         if (rc < 0) {
-            mirror_report_error(job, "cannot sync the target: %s", g_strerror(-rc));
-            fail_job(job, "cannot sync the target");
+            g_autofree char *msg =
+                g_strdup_printf("cannot sync the target: %s", g_strerror(-rc));
+            mirror_report_error(job, "%s", msg);
+            apply_policy(job, job->opts->on_target_error, msg, ++job->flush_failures);
             return;
         }
         pthread_mutex_lock(&job->lock);

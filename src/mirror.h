@@ -72,6 +72,8 @@ struct mirror_job {
     struct linelog *trace;    /* .mirror/trace */
     int trace_readers;        /* atomic: open trace files */
     const char *last_phase;   /* manager: the phase last announced */
+    unsigned flush_failures;  /* manager: failed target flushes in a row */
+    uint64_t last_periodic_flush_ns; /* manager */
     /* Rate, sampled by the manager; job->lock. */
     uint64_t rate_bytes_per_s;
     uint64_t rate_last_bytes;
@@ -103,9 +105,9 @@ struct image *mirror_find_image(struct mirror_job *job, dev_t dev, ino_t ino);
  * New reference; NULL with an error recorded when the target refuses. */
 struct image *mirror_add_image(struct mirror_job *job, const char *name, int fd,
                                const struct stat *st);
-/* The file was unlinked (last link) or replaced: stop mirroring it.  With
- * unlink_target the target's file is removed too. */
-void mirror_drop_image(struct mirror_job *job, struct image *img, bool unlink_target);
+/* The file was unlinked (last link) or replaced: stop mirroring it.  Its
+ * name on the target is the caller's business. */
+void mirror_drop_image(struct mirror_job *job, struct image *img);
 /* A rename through the mount: rename every image at or below from. */
 void mirror_rename_paths(struct mirror_job *job, const char *from, const char *to);
 /* Exchange (RENAME_EXCHANGE): swap the names a and b. */
@@ -127,6 +129,13 @@ void mirror_event(struct mirror_job *job, const char *kind, const char *fmt, ...
  * trace reader is there (one atomic read otherwise). */
 void mirror_trace_write(struct mirror_job *job, struct image *img, uint64_t off,
                         uint64_t len);
+
+/* Flush an image's target copy; what a failed flush may have lost is dirty
+ * again.  0 or -errno. */
+int mirror_flush_image(struct mirror_job *job, struct image *img);
+
+/* A copy of the image's current name (renames change it); g_free it. */
+char *mirror_image_name(struct mirror_job *job, struct image *img);
 
 /* Record a runtime error: counted, logged, shown in status. */
 void mirror_report_error(struct mirror_job *job, const char *fmt, ...)

@@ -105,10 +105,11 @@ static int pick(const char *value, const char *const *names, int n)
     return -1;
 }
 
-static const char *const copy_mode_names[] = {"background", "write-blocking", "auto"};
-static const char *const error_action_names[] = {"report", "ignore", "stop"};
-static const char *const sync_names[] = {"full", "none"};
-static const char *const unmount_names[] = {"complete", "cancel"};
+/* NULL-terminated, for g_strjoinv() in the error messages. */
+static const char *const copy_mode_names[] = {"background", "write-blocking", "auto", NULL};
+static const char *const error_action_names[] = {"report", "ignore", "stop", NULL};
+static const char *const sync_names[] = {"full", "none", NULL};
+static const char *const unmount_names[] = {"complete", "cancel", NULL};
 
 const char *copy_mode_name(enum copy_mode m)
 {
@@ -123,7 +124,7 @@ const char *error_action_name(enum error_action a)
 #define ENUM_OPT(raw_field, names, dest, what)                                          \
     do {                                                                                \
         if (raw_field) {                                                                \
-            int v_ = pick(raw_field, names, G_N_ELEMENTS(names));                       \
+            int v_ = pick(raw_field, names, G_N_ELEMENTS(names) - 1);                       \
             if (v_ < 0) {                                                               \
                 g_autofree char *choices_ = g_strjoinv("|", (char **)names);            \
                 *err = g_strdup_printf("%s=%s: expected %s", what, raw_field, choices_); \
@@ -238,7 +239,7 @@ static int validate(const struct raw_options *raw, struct mirror_options *opts, 
 
 int copy_mode_parse(const char *name, enum copy_mode *out)
 {
-    int v = pick(name, copy_mode_names, G_N_ELEMENTS(copy_mode_names));
+    int v = pick(name, copy_mode_names, G_N_ELEMENTS(copy_mode_names) - 1);
 
     if (v < 0)
         return -EINVAL;

@@ -180,6 +180,17 @@ static int ft_symlink(struct target *t, const char *linkname, const char *name)
     return 0;
 }
 
+static int ft_link(struct target *t, const char *existing, const char *name)
+{
+    int rc = make_parents(ft_dirfd(t), name);
+
+    if (rc < 0)
+        return rc;
+    if (linkat(ft_dirfd(t), existing, ft_dirfd(t), name, 0) < 0)
+        return -errno;
+    return 0;
+}
+
 static int ft_sync_all(struct target *t)
 {
     /* syncfs covers the directory entries of every subdirectory as well. */
@@ -210,6 +221,7 @@ static const struct target_ops file_target_ops = {
     .unlink = ft_unlink,
     .rename = ft_rename,
     .symlink = ft_symlink,
+    .link = ft_link,
     .sync_all = ft_sync_all,
     .destroy = ft_destroy,
 };

@@ -36,6 +36,9 @@ struct target_ops {
     int (*unlink)(struct target *t, const char *name);
     int (*rename)(struct target *t, const char *from, const char *to, unsigned flags);
     int (*symlink)(struct target *t, const char *linkname, const char *name);
+    /* A second name for an image (hard link); NULL when the backend has no
+     * such thing. */
+    int (*link)(struct target *t, const char *existing, const char *name);
     /* Make everything done so far durable (files and directory entries). */
     int (*sync_all)(struct target *t);
     void (*destroy)(struct target *t);

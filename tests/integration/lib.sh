@@ -19,6 +19,10 @@ SRC="" TGT="" MNT="" STATE=""
 DAEMON_PID=""
 DAEMON_RC=""
 EXTRA_PIDS=()
+# Commands the EXIT trap runs after the mount and the processes are gone
+# (unmounting a scratch tmpfs, stopping a server): add with at_cleanup.
+CLEANUP_CMDS=()
+at_cleanup() { CLEANUP_CMDS+=("$*"); }
 
 log() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
 
@@ -57,6 +61,10 @@ cleanup() {
     for p in "${EXTRA_PIDS[@]}"; do
         kill -9 "$p" 2>/dev/null
         wait "$p" 2>/dev/null
+    done
+    local c
+    for c in "${CLEANUP_CMDS[@]}"; do
+        eval "$c"
     done
     if [ -n "$T" ] && [ -d "$T" ]; then
         # Never remove anything below a mount that is still there.

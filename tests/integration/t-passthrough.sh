@@ -4,7 +4,7 @@
 . "${TESTLIB:-$(dirname "$0")/lib.sh}"
 setup
 
-mkdir -p "$SRC/sub"
+mkdir -p "$SRC/sub" "$SRC/emptydir"
 random_file "$SRC/a.img" 2
 head -c 12345 /dev/urandom > "$SRC/sub/b.raw" || fail "cannot write b.raw"
 : > "$SRC/empty.img"
@@ -16,6 +16,7 @@ start_mirror
 [ -d "$MNT/sub" ] || fail "sub is not a directory on the mount"
 [ -f "$MNT/sub/b.raw" ] || fail "sub/b.raw is missing on the mount"
 [ -f "$MNT/empty.img" ] || fail "empty.img is missing on the mount"
+[ -d "$MNT/emptydir" ] || fail "emptydir is missing on the mount"
 assert_eq "$(fsize_of "$MNT/a.img")" 2097152 "size of a.img on the mount"
 assert_eq "$(fsize_of "$MNT/sub/b.raw")" 12345 "size of sub/b.raw on the mount"
 assert_eq "$(fsize_of "$MNT/empty.img")" 0 "size of empty.img on the mount"
