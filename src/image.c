@@ -232,7 +232,7 @@ bool image_claim(struct image *img, uint64_t max, struct claim *c, bool *busy)
 
     *busy = false;
     pthread_mutex_lock(&img->lock);
-    if (img->resizing || img->deleted || bitmap_count(img->dirty) == 0)
+    if (img->resizing || img->deleted || !img->tgt || bitmap_count(img->dirty) == 0)
         goto out;
     uint64_t n = bitmap_size(img->dirty);
     uint64_t pos = img->cursor < n ? img->cursor : 0;
@@ -267,7 +267,7 @@ bool image_claim_at(struct image *img, uint64_t first, uint64_t max, struct clai
     bool found = false;
 
     pthread_mutex_lock(&img->lock);
-    if (!img->resizing && !img->deleted && first < bitmap_size(img->dirty) &&
+    if (!img->resizing && !img->deleted && img->tgt && first < bitmap_size(img->dirty) &&
         bitmap_test(img->dirty, first))
         found = claim_locked(img, first, max, c) > 0;
     pthread_mutex_unlock(&img->lock);

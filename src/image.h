@@ -38,7 +38,9 @@ struct image {
     dev_t dev; /* source identity */
     ino_t ino;
     int src_fd;                 /* read-only, for the copier */
-    struct target_image *tgt;   /* NULL when the target could not open it */
+    struct target_image *tgt;   /* NULL while the target has no place for it;
+                                 * set once, under lock, never changed after */
+    mode_t mode;                /* the source's, for opening it on the target */
     int refs;                   /* atomic */
     char *name;                 /* path inside SOURCE; job->lock */
 

@@ -28,6 +28,8 @@
  * target's durable copy lags by about this much, and a target that loses
  * writes says so while the job can still copy them again. */
 #define PERIODIC_FLUSH_NS (1000 * 1000 * 1000ull)
+/* How often an image the target had no place for is tried again. */
+#define TARGET_RETRY_NS (2 * 1000 * 1000 * 1000ull)
 #define IDLE_WAIT_US (100 * 1000)
 #define IGNORE_BACKOFF_MIN_US (100 * 1000)
 #define IGNORE_BACKOFF_MAX_US (5 * 1000 * 1000)
@@ -154,8 +156,14 @@ struct image *mirror_find_image(struct mirror_job *job, dev_t dev, ino_t ino)
 /* Open the image on the target and add it to the job.  fresh: the target's
  * copy starts empty and everything is dirty; else (sync=none at start-up)
  * the target is trusted to be a copy already. */
+/* Open the image on the target and add it to the job.  fresh: the target's
+ * copy starts empty and everything is dirty; else (sync=none at start-up)
+ * the target is trusted to be a copy already.  With keep_without_target, an
+ * image the target refuses is added all the same, without a target copy
+ * (the manager tries again); *target_rc then says why. */
 static int add_image(struct mirror_job *job, const char *name, int fd,
-                     const struct stat *st, bool fresh, struct image **out)
+                     const struct stat *st, bool fresh, bool keep_without_target,
+                     int *target_rc, struct image **out)
 {
     struct target_image *ti = NULL;
     g_autofree char *proc = g_strdup_printf("/proc/self/fd/%d", fd);
@@ -167,12 +175,14 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
         return -errno;
     rc = job->target->ops->open_image(job->target, name, st->st_mode, (uint64_t)st->st_size,
                                       fresh, &ti);
-    if (rc < 0) {
+    *target_rc = rc;
+    if (rc < 0 && !keep_without_target) {
         close(src_fd);
         return rc;
     }
     struct image *img = image_new(job, name, st->st_dev, st->st_ino, src_fd, ti,
                                   (uint64_t)st->st_size, job->opts->granularity, fresh);
+    img->mode = st->st_mode;
     pthread_mutex_lock(&job->lock);
     if (job->state == JOB_DRAINING)
         img->phase = PHASE_DRAINING;
@@ -189,18 +199,52 @@ struct image *mirror_add_image(struct mirror_job *job, const char *name, int fd,
                                const struct stat *st)
 {
     struct image *img = NULL;
-    int rc = add_image(job, name, fd, st, true, &img);
+    int trc = 0;
+    int rc = add_image(job, name, fd, st, true, true, &trc, &img);
 
     if (rc < 0) {
-        g_autofree char *msg =
-            g_strdup_printf("%s: cannot start mirroring it: %s", name, g_strerror(-rc));
-        /* A file the target cannot hold makes the mirror incomplete whatever
-         * the policy: never let such a job end as "completed". */
-        mirror_report_error(job, "%s", msg);
-        fail_job(job, msg);
+        mirror_report_error(job, "%s: cannot read it to mirror it: %s", name, g_strerror(-rc));
+        fail_job(job, "a file could not be mirrored");
         return NULL;
     }
+    if (trc < 0) {
+        /* Served all the same; the mirror of it waits for the target (an
+         * NBD server without an export of that name, say), and the job
+         * cannot complete without it. */
+        mirror_report_error(job, "%s: the target has no place for it (%s); not mirrored "
+                            "until it has",
+                            name, g_strerror(-trc));
+        mirror_event(job, "no-target", "%s: %s", name, g_strerror(-trc));
+    }
     return img;
+}
+
+/* Images without a target copy: try again (manager, every few seconds). */
+static void retry_missing_targets(struct mirror_job *job, GPtrArray *imgs)
+{
+    for (guint i = 0; i < imgs->len; i++) {
+        struct image *img = g_ptr_array_index(imgs, i);
+        struct target_image *ti = NULL;
+        uint64_t size, d, f;
+
+        pthread_mutex_lock(&img->lock);
+        bool missing = !img->tgt && !img->deleted;
+        pthread_mutex_unlock(&img->lock);
+        if (!missing)
+            continue;
+        g_autofree char *name = mirror_image_name(job, img);
+        image_counts(img, &size, &d, &f);
+        if (job->target->ops->open_image(job->target, name, img->mode, size, true, &ti) < 0)
+            continue;
+        pthread_mutex_lock(&img->lock);
+        img->tgt = ti;
+        /* A fresh copy: everything again. */
+        bitmap_set_range(img->dirty, 0, bitmap_size(img->dirty));
+        pthread_mutex_unlock(&img->lock);
+        mirror_event(job, "target-found", "%s", name);
+        job_log(job, LOG_INFO, "%s: the target has a place for it now", name);
+        mirror_kick(job);
+    }
 }
 
 void mirror_drop_image(struct mirror_job *job, struct image *img)
@@ -324,10 +368,11 @@ static int scan_dir(struct mirror_job *job, int dirfd, const char *rel, char **e
                 *err = g_strdup_printf("%s: %s", path, g_strerror(errno));
                 break;
             }
-            rc = add_image(job, path, f, &st, job->opts->sync == SYNC_FULL, &img);
+            int trc;
+            rc = add_image(job, path, f, &st, job->opts->sync == SYNC_FULL, false, &trc, &img);
             close(f);
             if (rc < 0)
-                *err = g_strdup_printf("target: cannot create %s: %s", path,
+                *err = g_strdup_printf("target: cannot open %s there: %s", path,
                                        g_strerror(-rc));
             else
                 image_unref(img);
@@ -719,7 +764,8 @@ static bool flush_clean_image(struct mirror_job *job, struct image *img)
     bool have_size = fstat(img->src_fd, &st) == 0;
 
     pthread_mutex_lock(&img->lock);
-    bool clean = bitmap_count(img->dirty) == 0 && rangelock_held(img->inflight) == 0;
+    /* Without a place on the target, nothing of it is mirrored. */
+    bool clean = img->tgt && bitmap_count(img->dirty) == 0 && rangelock_held(img->inflight) == 0;
     if (clean && have_size && (uint64_t)st.st_size < img->size)
         image_shrink_locked(img, (uint64_t)st.st_size);
     if (clean && !img->deleted && img->tgt)
@@ -749,6 +795,15 @@ int mirror_flush_image(struct mirror_job *job, struct image *img)
     int rc = job->target->ops->flush(img->tgt);
 
     image_flush_result(img, taken, rc == 0);
+    if (rc == -ESTALE) {
+        /* The target reconnected since the last good flush: what was
+         * written before may be gone with the old connection.  Nothing
+         * failed now, and it is being copied again; not an error. */
+        g_autofree char *name = mirror_image_name(job, img);
+        mirror_event(job, "resync", "%s: the target reconnected; copying again what was "
+                     "written since its last flush", name);
+        return 0;
+    }
     /* A file system reports a failed write-back to the file's fsync and
      * once more to the next syncfs.  This one is being handled (its data
      * is dirty again): consume the syncfs report now, so that the sync at
@@ -825,6 +880,10 @@ static void manager_tick(struct mirror_job *job)
     if (!copying)
         return;
 
+    if (state == JOB_RUNNING && now - job->last_target_retry_ns >= TARGET_RETRY_NS) {
+        job->last_target_retry_ns = now;
+        retry_missing_targets(job, imgs);
+    }
     if (state == JOB_RUNNING && now - job->last_periodic_flush_ns >= PERIODIC_FLUSH_NS) {
         job->last_periodic_flush_ns = now;
         for (guint i = 0; i < imgs->len; i++) {
@@ -877,7 +936,24 @@ static void manager_tick(struct mirror_job *job)
             job_log(job, LOG_INFO, "ready: the target has caught up");
     } else if (state == JOB_DRAINING) {
         /* No guest can write any more: once everything is clean, flush
-         * every image and the namespace, and the job is complete. */
+         * every image and the namespace, and the job is complete.  An image
+         * still without a place on the target gets one last try. */
+        retry_missing_targets(job, imgs);
+        for (guint i = 0; i < imgs->len; i++) {
+            struct image *img = g_ptr_array_index(imgs, i);
+            pthread_mutex_lock(&img->lock);
+            bool missing = !img->tgt && !img->deleted;
+            pthread_mutex_unlock(&img->lock);
+            if (missing) {
+                g_autofree char *name = mirror_image_name(job, img);
+                g_autofree char *msg = g_strdup_printf("%s: never mirrored: the target has "
+                                                       "no place for it",
+                                                       name);
+                mirror_report_error(job, "%s", msg);
+                fail_job(job, msg);
+                return;
+            }
+        }
         for (guint i = 0; i < imgs->len; i++)
             if (!image_is_clean(g_ptr_array_index(imgs, i)))
                 return;
@@ -1011,7 +1087,7 @@ void mirror_snapshot(struct mirror_job *job, struct status_snapshot *s)
         image_counts(img, &is->size, &is->dirty, &is->in_flight);
         is->copied = is->size - MIN(is->size, is->dirty + is->in_flight);
         pthread_mutex_lock(&img->lock);
-        is->phase = image_phase_name(img->phase);
+        is->phase = img->tgt ? image_phase_name(img->phase) : "no-target";
         pthread_mutex_unlock(&img->lock);
         s->total_bytes += is->size;
         s->dirty_bytes += is->dirty;

@@ -74,6 +74,7 @@ struct mirror_job {
     const char *last_phase;   /* manager: the phase last announced */
     unsigned flush_failures;  /* manager: failed target flushes in a row */
     uint64_t last_periodic_flush_ns; /* manager */
+    uint64_t last_target_retry_ns;   /* manager */
     /* Rate, sampled by the manager; job->lock. */
     uint64_t rate_bytes_per_s;
     uint64_t rate_last_bytes;
@@ -131,7 +132,9 @@ void mirror_trace_write(struct mirror_job *job, struct image *img, uint64_t off,
                         uint64_t len);
 
 /* Flush an image's target copy; what a failed flush may have lost is dirty
- * again.  0 or -errno. */
+ * again.  0 or -errno.  A target that only reports that it reconnected
+ * since its last flush (ESTALE) gets its recent writes copied again, and 0
+ * is returned: that is no failure. */
 int mirror_flush_image(struct mirror_job *job, struct image *img);
 
 /* A copy of the image's current name (renames change it); g_free it. */

@@ -55,11 +55,10 @@
  * (ops->link) are left NULL, so a source with them is refused.
  *
  * Limits of what a client can know, documented rather than hidden:
- * - Writes acknowledged but not yet flushed when a server dies are safe when
- *   the server's storage outlives its process (qemu-nbd or nbdkit on a file:
- *   the data sits in the page cache and the restarted server's flush covers
- *   it).  A server whose storage dies with it (nbdkit memory, a crashed host)
- *   loses them without this interface being able to say so.
+ * - Writes acknowledged but not yet flushed when a server dies may be lost
+ *   with it (nbdkit memory, a crashed host).  The first flush after a
+ *   reconnect returns ESTALE, and the job copies everything written since
+ *   the last good flush again.
  * - A write on a connection we shut because it stalled may still be applied
  *   by the server after the newer copy of the same range was written on the
  *   new connection.  The stall timeout is long so that this only happens to
@@ -159,6 +158,11 @@ struct target_image {
     /* The image shrank: [tail_from, end) must read as zero before a write
      * reaches into it and before a flush returns.  UINT64_MAX: nothing. */
     uint64_t tail_from;
+    /* Connections made after the first, and that count at the last good
+     * flush: a flush after a reconnect cannot vouch for writes sent on the
+     * dead connection. */
+    unsigned reconnects;
+    unsigned reconnects_flushed;
 };
 
 /* One call's commands: the caller sleeps until they all completed. */
@@ -921,6 +925,7 @@ static int image_conn(struct target_image *ti, struct conn **out)
         ti->connecting = false;
         if (rc == 0) {
             ti->conn = nc;
+            ti->reconnects++;
             ti->export_size = nc->size;
             ti->backoff_ns = 0;
             ti->next_attempt_ns = 0;
@@ -1078,10 +1083,22 @@ static int nt_flush(struct target_image *ti)
         return rc;
     /* A server without flush has no volatile cache to flush, by the NBD
      * protocol's reckoning. */
+    pthread_mutex_lock(&ti->lock);
+    unsigned reconnects = ti->reconnects;
+    pthread_mutex_unlock(&ti->lock);
     if (c->can_flush)
         rc = run_pieces(c, false, OP_FLUSH, NULL, 1, 0, 0, 1); /* one command */
     conn_unref(c);
-    return rc;
+    if (rc < 0)
+        return rc;
+    /* Writes acknowledged on a connection that died since the last good
+     * flush may be gone with a server whose storage died too (nbdkit
+     * memory, a crashed host).  Say so: the job copies them again. */
+    pthread_mutex_lock(&ti->lock);
+    bool stale = reconnects != ti->reconnects_flushed;
+    ti->reconnects_flushed = reconnects;
+    pthread_mutex_unlock(&ti->lock);
+    return stale ? -ESTALE : 0;
 }
 
 static char *expand(const char *tmpl, const char *name)
