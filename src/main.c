@@ -154,6 +154,15 @@ static char *prepare_state_dir(const struct mirror_options *o, const char *src,
     return dir;
 }
 
+/* fuse_session_new() consumes the options it knows: a copy for the check. */
+static void copy_args(const struct fuse_args *from, struct fuse_args *to)
+{
+    *to = (struct fuse_args)FUSE_ARGS_INIT(0, NULL);
+    for (int i = 0; i < from->argc; i++)
+        if (fuse_opt_add_arg(to, from->argv[i]) != 0)
+            die("out of memory");
+}
+
 /* libfuse reports a bad option with its own "fuse: " line: catch it so that
  * the user gets mirrorfs's one-line format. */
 static struct fuse_session *new_session(struct fuse_args *args, void *userdata)
@@ -224,7 +233,20 @@ int main(int argc, char *argv[])
 
     bool target_is_uri = target_nbd_is_uri(opts.target);
     check_paths(&opts, cmd.mountpoint, target_is_uri, &src, &tgt, &tgt_exists);
-    se = new_session(&args, NULL);
+    /* `mount` and /proc/mounts then show "SOURCE on MNT type fuse.mirrorfs",
+     * and umount -t fuse.mirrorfs finds it.  Commas would split the option. */
+    if (!strstr(src, ",")) {
+        g_autofree char *fsname = g_strdup_printf("-ofsname=%s,subtype=mirrorfs", src);
+        fuse_opt_add_arg(&args, fsname);
+    } else {
+        fuse_opt_add_arg(&args, "-osubtype=mirrorfs");
+    }
+    /* Check the FUSE options now, before anything is written; the real
+     * session is made once the job exists. */
+    struct fuse_args check_args;
+    copy_args(&args, &check_args);
+    fuse_session_destroy(new_session(&check_args, NULL));
+    fuse_opt_free_args(&check_args);
     state_dir = prepare_state_dir(&opts, src, tgt);
 
     /* Everything checked: from here on the target may be written. */
@@ -249,13 +271,8 @@ int main(int argc, char *argv[])
     if (mirror_job_new(&opts, src_fd, src, target, state_dir, cmd.foreground, &job, &err) < 0)
         die("%s", err);
 
-    /* The session was made before the job existed; hand the fs state over
-     * through the userdata that fuse_req_userdata() returns. */
     fs = fs_new(job, root_fd);
-    fuse_session_destroy(se);
-    se = fuse_session_new(&args, fs_ops(), sizeof(struct fuse_lowlevel_ops), fs);
-    if (!se)
-        die("cannot create the FUSE session");
+    se = new_session(&args, fs);
 
     fs_set_session(fs, se);
     if (fuse_set_signal_handlers(se) != 0)
