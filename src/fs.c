@@ -335,16 +335,33 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
             goto err;
     }
     if (valid & FUSE_SET_ATTR_SIZE) {
-        rc = fi ? ftruncate((int)fi->fh, attr->st_size) : truncate(proc, attr->st_size);
-        if (rc < 0)
-            goto err;
-        /* After the source changed: the target follows (invariant 4: its
-         * failure is reported by the job, not to the guest). */
+        uint64_t old = 0, d, f, lo = 0, span = 0;
         if (i->img) {
+            /* Between the old and the new end the content changes. */
+            image_counts(i->img, &old, &d, &f);
+            lo = MIN(old, (uint64_t)attr->st_size);
+            span = MAX(old, (uint64_t)attr->st_size) - lo;
+            if (span)
+                mirror_change_begin(fs_of(req)->job, i->img, lo, span);
+        }
+        rc = fi ? ftruncate((int)fi->fh, attr->st_size) : truncate(proc, attr->st_size);
+        int saved = errno;
+        if (rc == 0 && i->img) {
+            /* After the source changed: the target follows (invariant 4:
+             * its failure is reported by the job, not to the guest). */
             int trc = image_resize(i->img, (uint64_t)attr->st_size);
             if (trc < 0)
                 report_image(fs_of(req), i->img, "cannot truncate on the target", trc);
+            /* A grown tail reads as zeroes: dirty for the copier, whatever
+             * the target's truncate did.  (A cut leaves nothing to copy.) */
+            if (span && (uint64_t)attr->st_size > old)
+                image_mark_dirty(i->img, lo, span);
         }
+        if (i->img && span)
+            mirror_change_end(fs_of(req)->job, i->img, lo, span);
+        errno = saved;
+        if (rc < 0)
+            goto err;
     }
     if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
         struct timespec tv[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
@@ -854,6 +871,7 @@ static void write_blocking(fuse_req_t req, struct fs *fs, struct image *img,
     }
     size = (size_t)res;
     image_claim_for_write(img, (uint64_t)off, size, &c);
+    mirror_change_begin(fs->job, img, (uint64_t)off, size);
     res = pwrite(fd, data, size, off);
     int saved = errno;
     /* Granules whose flush failed are rewritten by the copier, which
@@ -866,6 +884,7 @@ static void write_blocking(fuse_req_t req, struct fs *fs, struct image *img,
             g_atomic_pointer_add(&fs->job->transferred_bytes, res);
     }
     image_finish_write(img, &c, res == (ssize_t)size, res > 0 && trc == 0);
+    mirror_change_end(fs->job, img, (uint64_t)off, size);
     if (trc < 0 && trc != -EAGAIN)
         report_image(fs, img, "write-blocking write to the target failed (left to the copier)",
                      trc);
@@ -905,6 +924,8 @@ static void fs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_
     out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
     out.buf[0].fd = (int)fi->fh;
     out.buf[0].pos = off;
+    if (i->img)
+        mirror_change_begin(fs->job, i->img, (uint64_t)off, size);
     res = fuse_buf_copy(&out, in_buf, 0);
     /* Mark only now that the source write has returned (invariant 1): a
      * copy that clears the bits before this point and read the old data is
@@ -912,6 +933,7 @@ static void fs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_
      * so its whole range is marked. */
     if (i->img) {
         image_mark_dirty(i->img, (uint64_t)off, res > 0 ? (uint64_t)res : size);
+        mirror_change_end(fs->job, i->img, (uint64_t)off, size);
         mirror_trace_write(fs->job, i->img, (uint64_t)off, res > 0 ? (uint64_t)res : 0);
     }
     if (res < 0) {
@@ -978,8 +1000,15 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
         fuse_reply_err(req, EOPNOTSUPP);
         return;
     }
+    /* The whole range may change (collapse and insert move everything
+     * after it; the sizes are set right whenever an image is flushed). */
+    if (i->img)
+        mirror_change_begin(fs->job, i->img, (uint64_t)off, (uint64_t)len);
     if (fallocate((int)fi->fh, mode, off, len) < 0) {
-        fuse_reply_err(req, errno);
+        int saved = errno;
+        if (i->img)
+            mirror_change_end(fs->job, i->img, (uint64_t)off, (uint64_t)len);
+        fuse_reply_err(req, saved);
         return;
     }
     if (i->img && fstat((int)fi->fh, &st) == 0) {
@@ -1001,6 +1030,8 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
                 image_mark_dirty(i->img, (uint64_t)off, end - (uint64_t)off);
         }
     }
+    if (i->img)
+        mirror_change_end(fs->job, i->img, (uint64_t)off, (uint64_t)len);
     fuse_reply_err(req, 0);
 }
 

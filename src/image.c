@@ -4,6 +4,7 @@
 #include "image.h"
 #include "bitmap.h"
 #include "mirror.h"
+#include "persist.h"
 #include "rangelock.h"
 #include "target.h"
 
@@ -48,7 +49,6 @@ struct image *image_new(struct mirror_job *job, const char *name, dev_t dev, ino
     pthread_cond_init(&img->idle, NULL);
     img->granularity = granularity;
     img->size = size;
-    img->target_size = size;
     img->dirty = bitmap_new(n);
     img->inflight = rangelock_new(n);
     img->written = bitmap_new(n);
@@ -85,6 +85,7 @@ void image_unref(struct image *img)
     bitmap_free(img->written);
     bitmap_free(img->unflushed);
     bitmap_free(img->suspect);
+    persist_image_close(img->pst);
     pthread_cond_destroy(&img->idle);
     pthread_mutex_destroy(&img->lock);
     g_free(img->name);
@@ -145,20 +146,14 @@ int image_resize(struct image *img, uint64_t size)
     img->resizing++;
     while (rangelock_held(img->inflight) > 0)
         pthread_cond_wait(&img->idle, &img->lock);
-    if (img->tgt && !img->deleted) {
+    if (img->tgt && !img->deleted)
         rc = img->job->target->ops->truncate(img->tgt, size);
-        if (rc == 0)
-            img->target_size = size;
-    }
     img->size = size;
     resize_maps(img, size);
     if (size % g != 0 && !img->deleted)
         bitmap_set_range(img->dirty, size / g, 1);
-    if (rc < 0 && !img->deleted) {
-        /* The target keeps stale bytes past the end: the size is fixed up
-         * when the image is flushed for ready or completion. */
-        img->target_size = UINT64_MAX;
-    }
+    /* A failed truncate leaves stale bytes past the end on the target: the
+     * size is set again whenever the image is flushed clean. */
     img->resizing--;
     pthread_mutex_unlock(&img->lock);
     mirror_kick(img->job);
@@ -388,6 +383,70 @@ bool image_has_unflushed(struct image *img)
     bool any = bitmap_count(img->unflushed) > 0;
     pthread_mutex_unlock(&img->lock);
     return any;
+}
+
+void image_start_verify(struct image *img)
+{
+    pthread_mutex_lock(&img->lock);
+    img->verifying = true;
+    img->verify_cursor = 0;
+    pthread_mutex_unlock(&img->lock);
+}
+
+bool image_claim_verify(struct image *img, uint64_t max, struct claim *c, bool *done)
+{
+    bool found = false;
+
+    *done = false;
+    pthread_mutex_lock(&img->lock);
+    if (!img->verifying || img->resizing || img->deleted || !img->tgt)
+        goto out;
+    uint64_t n = bitmap_size(img->dirty);
+    uint64_t pos = img->verify_cursor;
+    /* Dirty granules are skipped: they are copied anyway.  Bounded, like
+     * image_claim(): granules in flight are passed over. */
+    for (int steps = 0; steps < 256 && pos < n; steps++) {
+        uint64_t g = bitmap_next_clear_within(img->dirty, pos, n - pos);
+        if (g >= n) {
+            pos = n;
+            break;
+        }
+        uint64_t run = MIN(bitmap_next_set(img->dirty, g), n) - g;
+        uint64_t got = rangelock_try_claim(img->inflight, g, MIN(run, max));
+        if (got == 0) {
+            pos = g + 1;
+            continue;
+        }
+        c->first = g;
+        c->count = got;
+        c->off = g * img->granularity;
+        c->len = run_bytes(img, g, got);
+        c->target_may_hold_data = true;
+        c->target_suspect = false;
+        pos = g + got;
+        found = true;
+        break;
+    }
+    img->verify_cursor = pos;
+    if (!found && pos >= n) {
+        img->verifying = false;
+        *done = true;
+    }
+out:
+    pthread_mutex_unlock(&img->lock);
+    return found;
+}
+
+void image_release_verify(struct image *img, const struct claim *c, const bool *differ)
+{
+    pthread_mutex_lock(&img->lock);
+    for (uint64_t k = 0; k < c->count; k++)
+        if (differ[k] && !img->deleted)
+            bitmap_set_range(img->dirty, c->first + k, 1);
+    rangelock_release(img->inflight, c->first, c->count);
+    pthread_cond_broadcast(&img->idle);
+    pthread_mutex_unlock(&img->lock);
+    mirror_kick(img->job);
 }
 
 bool image_is_clean(struct image *img)

@@ -48,7 +48,6 @@ struct image {
     pthread_cond_t idle;        /* signalled when in-flight copies end */
     uint64_t granularity;
     uint64_t size;              /* the source's size as the mount knows it */
-    uint64_t target_size;       /* the target's size as we left it */
     struct bitmap *dirty;       /* granules the target lacks */
     struct rangelock *inflight; /* granules being copied */
     struct bitmap *written;     /* granules the target may hold data in */
@@ -58,7 +57,9 @@ struct image {
     unsigned resizing;          /* >0: no new claims (a resize waits) */
     enum image_phase phase;
     bool deleted;               /* unlinked: no longer mirrored */
-    bool flushing;              /* the manager is flushing it for ready */
+    bool verifying;             /* a verify pass is comparing it */
+    uint64_t verify_cursor;     /* next granule the verify pass looks at */
+    struct persist_image *pst;  /* its crash-safe state; NULL without */
 };
 
 /* A new image of size bytes, all dirty when all_dirty (the first pass),
@@ -134,6 +135,16 @@ struct bitmap *image_take_unflushed(struct image *img);
 void image_flush_result(struct image *img, struct bitmap *taken, bool ok);
 /* True when something was changed on the target since its last flush. */
 bool image_has_unflushed(struct image *img);
+
+/* Verify: claim the next run of clean, free granules from the verify
+ * cursor on (at most max), to compare source and target.  False when there
+ * is nothing to verify now; *done is set when the pass reached the end. */
+bool image_claim_verify(struct image *img, uint64_t max, struct claim *c, bool *done);
+/* End a verify claim; differ[k] says granule c->first+k differs (it is
+ * marked dirty, the copier copies it). */
+void image_release_verify(struct image *img, const struct claim *c, const bool *differ);
+/* Start a verify pass over the whole image. */
+void image_start_verify(struct image *img);
 
 /* True when nothing is dirty and nothing is in flight. */
 bool image_is_clean(struct image *img);

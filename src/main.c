@@ -4,6 +4,7 @@
 #include "fs.h"
 #include "mirror.h"
 #include "options.h"
+#include "persist.h"
 #include "target.h"
 #include "util.h"
 
@@ -63,6 +64,15 @@ static bool dir_is_empty(const char *path)
     return d && g_dir_read_name(d) == NULL;
 }
 
+static char *default_state_dir(const char *src, const char *tgt)
+{
+    g_autofree char *key = g_strconcat(src, "\n", tgt, NULL);
+    g_autofree char *sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, key, -1);
+
+    sum[16] = '\0';
+    return g_build_filename(DEFAULT_STATE_ROOT, sum, NULL);
+}
+
 /* The checks that need the file system, in the order a user fixes them. */
 static void check_paths(const struct mirror_options *o, const char *mountpoint,
                         bool target_is_uri, char **src_out, char **tgt_out, bool *tgt_exists)
@@ -116,21 +126,18 @@ static void check_paths(const struct mirror_options *o, const char *mountpoint,
         die("%s: the target is inside the mountpoint %s", o->target, mountpoint);
     if (path_is_within(tgt, mnt))
         die("%s: the mountpoint is inside the target %s", mountpoint, o->target);
-    if (*tgt_exists && o->sync == SYNC_FULL && !o->overwrite && !dir_is_empty(tgt))
-        die("%s: the target is not empty (give -o overwrite to overwrite it, or "
-            "-o sync=none if it is a copy already)",
-            o->target);
+    /* A non-empty target is what a restart finds: fine when this state_dir
+     * holds the crash-safe state of the same source and target. */
+    g_autofree char *state_dir =
+        o->state_dir ? g_strdup(o->state_dir) : default_state_dir(*src_out, tgt);
+    if (*tgt_exists && o->sync == SYNC_FULL && !o->overwrite && !dir_is_empty(tgt) &&
+        !(o->persist && persist_has_state(state_dir, *src_out, tgt)))
+        die("%s: the target is not empty and there is no state of a previous run in %s "
+            "(give -o overwrite to compare it with the source and copy only what "
+            "differs, or -o sync=none if it is a copy already)",
+            o->target, state_dir);
     if (*tgt_exists && access(tgt, W_OK) < 0)
         die("%s: target: %s", o->target, g_strerror(errno));
-}
-
-static char *default_state_dir(const char *src, const char *tgt)
-{
-    g_autofree char *key = g_strconcat(src, "\n", tgt, NULL);
-    g_autofree char *sum = g_compute_checksum_for_string(G_CHECKSUM_SHA256, key, -1);
-
-    sum[16] = '\0';
-    return g_build_filename(DEFAULT_STATE_ROOT, sum, NULL);
 }
 
 /* Prepare state_dir: created, writable, no stale result. */

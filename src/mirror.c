@@ -4,6 +4,7 @@
 #include "mirror.h"
 #include "bitmap.h"
 #include "linelog.h"
+#include "persist.h"
 #include "rangelock.h"
 #include "target.h"
 #include "util.h"
@@ -30,6 +31,11 @@
 #define PERIODIC_FLUSH_NS (1000 * 1000 * 1000ull)
 /* How often an image the target had no place for is tried again. */
 #define TARGET_RETRY_NS (2 * 1000 * 1000 * 1000ull)
+/* An extent's crash-safe bit is cleared only after this many sweeps (one a
+ * second, after the periodic flush) without a write into it: a hot extent
+ * stays marked instead of costing a synchronous state write again and
+ * again (DRBD's activity log keeps hot extents the same way). */
+#define STATE_QUIET_SWEEPS 3
 #define IDLE_WAIT_US (100 * 1000)
 #define IGNORE_BACKOFF_MIN_US (100 * 1000)
 #define IGNORE_BACKOFF_MAX_US (5 * 1000 * 1000)
@@ -130,6 +136,27 @@ void mirror_kick(struct mirror_job *job)
     }
 }
 
+void mirror_change_begin(struct mirror_job *job, struct image *img, uint64_t off,
+                         uint64_t len)
+{
+    if (!img->pst)
+        return;
+    int rc = persist_write_begin(img->pst, off, len);
+    if (rc < 0) {
+        /* The guest's write goes on (the mirror must not fail it); a crash
+         * from now on may need a verify pass to find this range. */
+        g_autofree char *name = mirror_image_name(job, img);
+        mirror_report_error(job, "%s: cannot record the change in the state: %s", name,
+                            g_strerror(-rc));
+    }
+}
+
+void mirror_change_end(struct mirror_job *job, struct image *img, uint64_t off, uint64_t len)
+{
+    if (img->pst)
+        persist_write_end(img->pst, off, len);
+}
+
 void mirror_count_guest_write(struct mirror_job *job, uint64_t bytes)
 {
     g_atomic_pointer_add(&job->guest_write_bytes, bytes);
@@ -153,36 +180,85 @@ struct image *mirror_find_image(struct mirror_job *job, dev_t dev, ino_t ino)
     return found;
 }
 
-/* Open the image on the target and add it to the job.  fresh: the target's
- * copy starts empty and everything is dirty; else (sync=none at start-up)
- * the target is trusted to be a copy already. */
-/* Open the image on the target and add it to the job.  fresh: the target's
- * copy starts empty and everything is dirty; else (sync=none at start-up)
- * the target is trusted to be a copy already.  With keep_without_target, an
- * image the target refuses is added all the same, without a target copy
+/* How an image's mirror starts. */
+enum image_start {
+    START_FULL,   /* the target's copy is made afresh: everything is copied */
+    START_TRUST,  /* sync=none: the target is a copy already */
+    START_RESUME, /* the previous run's state says what may differ */
+    START_VERIFY, /* the target holds data we know nothing of: compare */
+};
+
+/* Open the image on the target and add it to the job.  at_start: found by
+ * the start-up scan (it may resume or be verified); later ones are new and
+ * copied whole.  With keep_without_target,
+ * an image the target refuses is added all the same, without a target copy
  * (the manager tries again); *target_rc then says why. */
 static int add_image(struct mirror_job *job, const char *name, int fd,
-                     const struct stat *st, bool fresh, bool keep_without_target,
+                     const struct stat *st, bool at_start, bool keep_without_target,
                      int *target_rc, struct image **out)
 {
     struct target_image *ti = NULL;
+    struct persist_image *pst = NULL;
+    struct bitmap *previous = NULL;
     g_autofree char *proc = g_strdup_printf("/proc/self/fd/%d", fd);
+    uint64_t size = (uint64_t)st->st_size, tsize = 0;
+    enum image_start start = START_FULL;
     int src_fd, rc;
 
     /* The copier's own read-only fd: it stays valid across renames. */
     src_fd = open(proc, O_RDONLY | O_CLOEXEC);
     if (src_fd < 0)
         return -errno;
-    rc = job->target->ops->open_image(job->target, name, st->st_mode, (uint64_t)st->st_size,
-                                      fresh, &ti);
+    if (job->persist) {
+        enum persist_marks how = !at_start                   ? PERSIST_MARK_ALL
+                                 : job->opts->sync == SYNC_NONE ? PERSIST_MARK_PREVIOUS_OR_NONE
+                                                                : PERSIST_MARK_PREVIOUS_OR_ALL;
+        rc = persist_image_open(job->persist, name, st->st_ino, size, how, &pst, &previous);
+        if (rc < 0) {
+            close(src_fd);
+            return rc;
+        }
+    }
+    if (at_start) {
+        if (previous)
+            start = START_RESUME;
+        else if (job->opts->sync == SYNC_NONE)
+            start = START_TRUST;
+        else if (job->target->ops->probe &&
+                 job->target->ops->probe(job->target, name, &tsize) == 0 && tsize > 0)
+            start = START_VERIFY; /* -o overwrite, or a restart without state */
+    }
+    rc = job->target->ops->open_image(job->target, name, st->st_mode, size,
+                                      start == START_FULL, &ti);
     *target_rc = rc;
     if (rc < 0 && !keep_without_target) {
+        bitmap_free(previous);
+        persist_image_close(pst);
         close(src_fd);
         return rc;
     }
-    struct image *img = image_new(job, name, st->st_dev, st->st_ino, src_fd, ti,
-                                  (uint64_t)st->st_size, job->opts->granularity, fresh);
+    struct image *img = image_new(job, name, st->st_dev, st->st_ino, src_fd, ti, size,
+                                  job->opts->granularity, start == START_FULL);
     img->mode = st->st_mode;
+    img->pst = pst;
+    if (start == START_RESUME) {
+        /* Only the extents the crash-safe state marked may differ. */
+        uint64_t per = PERSIST_EXTENT / job->opts->granularity;
+        uint64_t marked = 0;
+        for (uint64_t e = bitmap_next_set(previous, 0); e < bitmap_size(previous);
+             e = bitmap_next_set(previous, e + 1)) {
+            bitmap_set_range(img->dirty, e * per, per);
+            marked++;
+        }
+        uint64_t marked_bytes = MIN(marked * PERSIST_EXTENT, size);
+        job->resume_saved_bytes += size - marked_bytes;
+        job->resumed = "state";
+    } else if (start == START_VERIFY) {
+        image_start_verify(img);
+        if (strcmp(job->resumed, "state") != 0)
+            job->resumed = "verify";
+    }
+    bitmap_free(previous);
     pthread_mutex_lock(&job->lock);
     if (job->state == JOB_DRAINING)
         img->phase = PHASE_DRAINING;
@@ -200,7 +276,7 @@ struct image *mirror_add_image(struct mirror_job *job, const char *name, int fd,
 {
     struct image *img = NULL;
     int trc = 0;
-    int rc = add_image(job, name, fd, st, true, true, &trc, &img);
+    int rc = add_image(job, name, fd, st, false, true, &trc, &img);
 
     if (rc < 0) {
         mirror_report_error(job, "%s: cannot read it to mirror it: %s", name, g_strerror(-rc));
@@ -256,6 +332,8 @@ void mirror_drop_image(struct mirror_job *job, struct image *img)
     pthread_mutex_unlock(&img->lock);
     bool removed = g_ptr_array_remove(job->images, img);
     pthread_mutex_unlock(&job->lock);
+    if (img->pst)
+        persist_image_remove(img->pst);
     if (removed)
         image_unref(img);
 }
@@ -272,16 +350,24 @@ static char *renamed(const char *name, const char *from, const char *to)
     return NULL;
 }
 
+/* With job->lock held: the image is called nn now (taken over). */
+static void rename_image_locked(struct mirror_job *job, struct image *img, char *nn)
+{
+    g_free(img->name);
+    img->name = nn;
+    /* The state names the image, so that a restart finds it again. */
+    if (img->pst && persist_image_rename(img->pst, nn) < 0)
+        job_log(job, LOG_ERR, "%s: cannot record the new name in the state", nn);
+}
+
 void mirror_rename_paths(struct mirror_job *job, const char *from, const char *to)
 {
     pthread_mutex_lock(&job->lock);
     for (guint i = 0; i < job->images->len; i++) {
         struct image *img = g_ptr_array_index(job->images, i);
         char *nn = renamed(img->name, from, to);
-        if (nn) {
-            g_free(img->name);
-            img->name = nn;
-        }
+        if (nn)
+            rename_image_locked(job, img, nn);
     }
     pthread_mutex_unlock(&job->lock);
 }
@@ -294,10 +380,8 @@ void mirror_exchange_paths(struct mirror_job *job, const char *a, const char *b)
         char *nn = renamed(img->name, a, b);
         if (!nn)
             nn = renamed(img->name, b, a);
-        if (nn) {
-            g_free(img->name);
-            img->name = nn;
-        }
+        if (nn)
+            rename_image_locked(job, img, nn);
     }
     pthread_mutex_unlock(&job->lock);
 }
@@ -369,7 +453,7 @@ static int scan_dir(struct mirror_job *job, int dirfd, const char *rel, char **e
                 break;
             }
             int trc;
-            rc = add_image(job, path, f, &st, job->opts->sync == SYNC_FULL, false, &trc, &img);
+            rc = add_image(job, path, f, &st, true, false, &trc, &img);
             close(f);
             if (rc < 0)
                 *err = g_strdup_printf("target: cannot open %s there: %s", path,
@@ -432,6 +516,15 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
     job->auto_min_dirty = UINT64_MAX;
     job->auto_min_ns = job->rate_last_ns;
 
+    job->resumed = "no";
+    if (opts->persist) {
+        rc = persist_open(state_dir, source_path, target->description, &job->persist,
+                          &job->had_state, err);
+        if (rc < 0) {
+            mirror_job_free(job);
+            return rc;
+        }
+    }
     rc = scan_dir(job, source_dirfd, "", err);
     /* The names made on the target are durable before any guest runs: a
      * target that cannot even do that is refused at start. */
@@ -465,6 +558,7 @@ void mirror_job_free(struct mirror_job *job)
     g_free(job->last_error);
     linelog_free(job->events);
     linelog_free(job->trace);
+    persist_close(job->persist);
     g_free(job);
 }
 
@@ -665,13 +759,15 @@ static bool job_copying(const struct mirror_job *job)
     return !job->paused && (job->state == JOB_RUNNING || job->state == JOB_DRAINING);
 }
 
-/* With job->lock held: claim a run from some image, round-robin. */
-static struct image *pick_work(struct mirror_job *job, struct claim *c)
+/* With job->lock held: claim a run from some image, round-robin: dirty
+ * data first, then what a verify pass has still to compare (*verify). */
+static struct image *pick_work(struct mirror_job *job, struct claim *c, bool *verify)
 {
     guint n = job->images->len;
     uint64_t max = job->chunk / job->opts->granularity;
-    bool busy;
+    bool busy, done;
 
+    *verify = false;
     for (guint k = 0; k < n; k++) {
         guint i = (job->next_image + k) % n;
         struct image *img = g_ptr_array_index(job->images, i);
@@ -680,7 +776,46 @@ static struct image *pick_work(struct mirror_job *job, struct claim *c)
             return image_ref(img);
         }
     }
+    for (guint k = 0; k < n; k++) {
+        guint i = (job->next_image + k) % n;
+        struct image *img = g_ptr_array_index(job->images, i);
+        if (image_claim_verify(img, max, c, &done)) {
+            job->next_image = i + 1;
+            *verify = true;
+            return image_ref(img);
+        }
+        if (done)
+            mirror_event(job, "verify-done", "%s", img->name);
+    }
     return NULL;
+}
+
+/* Compare a verify claim's granules on source and target; the ones that
+ * differ are marked dirty.  The comparison is a memcmp of what both sides
+ * read: for a local target cheaper than hashing both. */
+static void verify_run(struct mirror_job *job, struct image *img, const struct claim *c,
+                       char *buf, char *tbuf)
+{
+    uint64_t g = job->opts->granularity;
+    g_autofree bool *differ = g_new0(bool, c->count);
+    uint64_t differing = 0;
+
+    throttle(job, c->len);
+    ssize_t n = c->len ? pread(img->src_fd, buf, c->len, (off_t)c->off) : 0;
+    int trc = job->target->ops->pread(img->tgt, tbuf, c->len, c->off);
+    for (uint64_t k = 0; k < c->count; k++) {
+        uint64_t off = k * g, len = MIN(g, c->len - MIN(c->len, off));
+        /* A side that cannot be read counts as different: the copier then
+         * copies it and reports what fails. */
+        if (n != (ssize_t)c->len || trc < 0 || memcmp(buf + off, tbuf + off, len) != 0) {
+            differ[k] = true;
+            differing += len;
+        }
+    }
+    image_release_verify(img, c, differ);
+    g_atomic_pointer_add(&job->verify_checked_bytes, c->len);
+    if (differing)
+        g_atomic_pointer_add(&job->verify_differing_bytes, differing);
 }
 
 static gpointer worker_main(gpointer data)
@@ -689,7 +824,9 @@ static gpointer worker_main(gpointer data)
     char *buf = NULL;
     unsigned consecutive_errors = 0;
 
-    if (posix_memalign((void **)&buf, 4096, job->chunk) != 0)
+    char *tbuf = NULL;
+    if (posix_memalign((void **)&buf, 4096, job->chunk) != 0 ||
+        posix_memalign((void **)&tbuf, 4096, job->chunk) != 0)
         g_error("out of memory for a copy buffer");
     pthread_mutex_lock(&job->lock);
     for (;;) {
@@ -698,8 +835,9 @@ static gpointer worker_main(gpointer data)
 
         if (job->stopping)
             break;
+        bool verify = false;
         if (job_copying(job))
-            img = pick_work(job, &c);
+            img = pick_work(job, &c, &verify);
         if (!img) {
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
@@ -715,6 +853,12 @@ static gpointer worker_main(gpointer data)
         }
         pthread_mutex_unlock(&job->lock);
 
+        if (verify) {
+            verify_run(job, img, &c, buf, tbuf);
+            image_unref(img);
+            pthread_mutex_lock(&job->lock);
+            continue;
+        }
         struct copy_result r;
         uint64_t backoff = 0;
         for (;;) {
@@ -747,6 +891,7 @@ static gpointer worker_main(gpointer data)
     }
     pthread_mutex_unlock(&job->lock);
     free(buf);
+    free(tbuf);
     return NULL;
 }
 
@@ -764,8 +909,10 @@ static bool flush_clean_image(struct mirror_job *job, struct image *img)
     bool have_size = fstat(img->src_fd, &st) == 0;
 
     pthread_mutex_lock(&img->lock);
-    /* Without a place on the target, nothing of it is mirrored. */
-    bool clean = img->tgt && bitmap_count(img->dirty) == 0 && rangelock_held(img->inflight) == 0;
+    /* Without a place on the target, nothing of it is mirrored; while a
+     * verify pass compares it, it is not known to be a copy. */
+    bool clean = img->tgt && !img->verifying && bitmap_count(img->dirty) == 0 &&
+                 rangelock_held(img->inflight) == 0;
     if (clean && have_size && (uint64_t)st.st_size < img->size)
         image_shrink_locked(img, (uint64_t)st.st_size);
     if (clean && !img->deleted && img->tgt)
@@ -811,6 +958,36 @@ int mirror_flush_image(struct mirror_job *job, struct image *img)
     if (rc < 0)
         (void)job->target->ops->sync_all(job->target);
     return rc;
+}
+
+/* persist_image_sweep's question: is [off, off+len) of the image clean,
+ * compared if a verify pass runs, and flushed on the target? */
+static bool extent_is_clean(void *ctx, uint64_t off, uint64_t len)
+{
+    struct image *img = ctx;
+    uint64_t g = img->granularity;
+
+    pthread_mutex_lock(&img->lock);
+    uint64_t n = bitmap_size(img->dirty);
+    uint64_t first = MIN(off / g, n), end = MIN((off + len + g - 1) / g, n);
+    bool clean = img->tgt && !img->deleted &&
+                 !bitmap_any(img->dirty, first, end - first) &&
+                 rangelock_is_free(img->inflight, first, end - first) &&
+                 !bitmap_any(img->unflushed, first, end - first) &&
+                 (!img->verifying || img->verify_cursor >= end);
+    pthread_mutex_unlock(&img->lock);
+    return clean;
+}
+
+/* Clear the crash-safe state of extents that have been clean and quiet for
+ * quiet sweeps (one a second). */
+static void sweep_state(struct mirror_job *job, GPtrArray *imgs, unsigned quiet)
+{
+    for (guint i = 0; i < imgs->len; i++) {
+        struct image *img = g_ptr_array_index(imgs, i);
+        if (img->pst && persist_image_sweep(img->pst, quiet, extent_is_clean, img) < 0)
+            job_log(job, LOG_ERR, "cannot update the state in %s", job->state_dir);
+    }
 }
 
 static GPtrArray *images_snapshot(struct mirror_job *job)
@@ -901,6 +1078,7 @@ static void manager_tick(struct mirror_job *job)
                 job->flush_failures = 0;
             }
         }
+        sweep_state(job, imgs, STATE_QUIET_SWEEPS);
     }
     if (state == JOB_RUNNING) {
         /* READY once per image: clean, then flushed, then still clean. */
@@ -972,6 +1150,8 @@ static void manager_tick(struct mirror_job *job)
             apply_policy(job, job->opts->on_target_error, msg, ++job->flush_failures);
             return;
         }
+        /* Everything is a flushed copy: the state says so for a restart. */
+        sweep_state(job, imgs, 0);
         pthread_mutex_lock(&job->lock);
         if (job->state == JOB_DRAINING) {
             for (guint i = 0; i < job->images->len; i++) {
@@ -1104,6 +1284,13 @@ void mirror_snapshot(struct mirror_job *job, struct status_snapshot *s)
                                                                : job->last_error);
     s->state_dir = g_strdup(job->state_dir);
     s->speed_bytes_per_s = job->limiter.rate;
+    s->resumed = job->resumed;
+    s->resume_saved_bytes = job->resume_saved_bytes;
+    s->verify_checked_bytes = g_atomic_pointer_get(&job->verify_checked_bytes);
+    s->verify_differing_bytes = g_atomic_pointer_get(&job->verify_differing_bytes);
+    s->verifying = false;
+    for (guint i = 0; i < job->images->len; i++)
+        s->verifying |= ((struct image *)g_ptr_array_index(job->images, i))->verifying;
     bool done = job->state == JOB_COMPLETED || job->state == JOB_CANCELLED ||
                 job->state == JOB_FAILED;
     s->exit_code = done && job->stopping ? job_exit_code(job) : -1;
@@ -1165,6 +1352,11 @@ int mirror_control(struct mirror_job *job, const char *line, char **err)
         } else {
             set_copy_mode_locked(job, m);
         }
+    } else if (strcmp(cmd, "verify") == 0) {
+        /* Compare the whole target with the source while the job runs;
+         * what differs is copied again (and counted in status). */
+        for (guint i = 0; i < job->images->len; i++)
+            image_start_verify(g_ptr_array_index(job->images, i));
     } else if (strcmp(cmd, "cancel") == 0) {
         if (job->state == JOB_RUNNING)
             job->state = JOB_CANCELLED;

@@ -75,6 +75,14 @@ struct mirror_job {
     unsigned flush_failures;  /* manager: failed target flushes in a row */
     uint64_t last_periodic_flush_ns; /* manager */
     uint64_t last_target_retry_ns;   /* manager */
+
+    /* Crash safety (persist.c); NULL with persist=off. */
+    struct persist *persist;
+    bool had_state;                /* a previous run's state was found */
+    const char *resumed;           /* "no", "state" or "verify": how this run started */
+    uint64_t resume_saved_bytes;   /* not copied again thanks to the state */
+    guint64 verify_checked_bytes;  /* atomic */
+    guint64 verify_differing_bytes;/* atomic */
     /* Rate, sampled by the manager; job->lock. */
     uint64_t rate_bytes_per_s;
     uint64_t rate_last_bytes;
@@ -94,6 +102,14 @@ void mirror_start(struct mirror_job *job);
  * threads.  Returns the exit code: 0 completed, 2 cancelled, 3 failed. */
 int mirror_finish(struct mirror_job *job);
 void mirror_job_free(struct mirror_job *job);
+
+/* Around every change of a source image through the mount: begin before
+ * the source changes (the crash-safe state marks the range first), end
+ * after the range was marked dirty. */
+void mirror_change_begin(struct mirror_job *job, struct image *img, uint64_t off,
+                         uint64_t len);
+void mirror_change_end(struct mirror_job *job, struct image *img, uint64_t off,
+                       uint64_t len);
 
 /* Wake a worker: new dirty data. Cheap when nobody sleeps. */
 void mirror_kick(struct mirror_job *job);

@@ -27,6 +27,7 @@ struct raw_options {
     char *on_target_error;
     char *on_source_error;
     char *on_unmount;
+    char *persist;
     int overwrite;
     int show_help;
     int show_version;
@@ -52,6 +53,7 @@ static const struct fuse_opt option_table[] = {
     RAW("on_target_error", on_target_error),
     RAW("on_source_error", on_source_error),
     RAW("on_unmount", on_unmount),
+    RAW("persist", persist),
     {"overwrite", offsetof(struct raw_options, overwrite), 1},
     {"--overwrite", offsetof(struct raw_options, overwrite), 1},
     FUSE_OPT_END};
@@ -93,6 +95,7 @@ static void raw_clear(struct raw_options *raw)
     free(raw->on_target_error);
     free(raw->on_source_error);
     free(raw->on_unmount);
+    free(raw->persist);
     g_free(raw->source);
     g_free(raw->extra_nonopt);
 }
@@ -110,6 +113,7 @@ static const char *const copy_mode_names[] = {"background", "write-blocking", "a
 static const char *const error_action_names[] = {"report", "ignore", "stop", NULL};
 static const char *const sync_names[] = {"full", "none", NULL};
 static const char *const unmount_names[] = {"complete", "cancel", NULL};
+static const char *const on_off_names[] = {"off", "on", NULL};
 
 const char *copy_mode_name(enum copy_mode m)
 {
@@ -203,6 +207,7 @@ static int validate(const struct raw_options *raw, struct mirror_options *opts, 
     ENUM_OPT(raw->on_source_error, error_action_names, opts->on_source_error,
              "on_source_error");
     ENUM_OPT(raw->on_unmount, unmount_names, opts->on_unmount, "on_unmount");
+    ENUM_OPT(raw->persist, on_off_names, opts->persist, "persist");
 
     /* Like QEMU's mirror: the default buffer grows to hold one granule. */
     if (!raw->buf_size && opts->buf_size < opts->granularity)
@@ -257,6 +262,7 @@ int options_parse(struct fuse_args *args, struct mirror_options *opts, char **er
     opts->buf_size = OPT_DEFAULT_BUF_SIZE;
     opts->workers = OPT_DEFAULT_WORKERS;
     opts->auto_after_s = OPT_DEFAULT_AUTO_AFTER;
+    opts->persist = true;
     *err = NULL;
 
     if (fuse_opt_parse(args, &raw, option_table, opt_proc) == -1) {
@@ -327,7 +333,10 @@ void options_print_usage(const char *progname)
            "    -o on_unmount=complete|cancel            (complete)\n"
            "    -o state_dir=DIR       where the result is recorded\n"
            "                           (/var/lib/mirrorfs/<key of SOURCE and target>)\n"
-           "    -o overwrite           allow a non-empty target directory\n"
+           "    -o overwrite           allow a non-empty target directory: its images\n"
+           "                           are compared and only what differs is copied\n"
+           "    -o persist=on|off      crash-safe state in state_dir, so that a restart\n"
+           "                           resumes instead of copying again (on)\n"
            "\n",
            progname, OPT_MAX_WORKERS, OPT_DEFAULT_WORKERS);
 }

@@ -44,6 +44,7 @@ struct mirror_options {
     enum error_action on_source_error;
     enum unmount_action on_unmount;
     bool overwrite;
+    bool persist;    /* crash-safe state in state_dir (default on) */
     bool show_help;
     bool show_version;
 };

@@ -77,6 +77,11 @@ char *status_format_text(const struct status_snapshot *s)
     append_i64(out, "exit_code", s->exit_code);
     append_u64(out, "speed_bytes_per_s", s->speed_bytes_per_s);
     append_str(out, "active_copy_mode", s->active_copy_mode);
+    append_str(out, "resumed", s->resumed);
+    append_u64(out, "resume_saved_bytes", s->resume_saved_bytes);
+    append_str(out, "verifying", s->verifying ? "yes" : "no");
+    append_u64(out, "verify_checked_bytes", s->verify_checked_bytes);
+    append_u64(out, "verify_differing_bytes", s->verify_differing_bytes);
 
     for (uint64_t i = 0; i < s->n_images; i++) {
         const struct image_status *im = &s->image[i];
@@ -156,6 +161,12 @@ char *status_format_json(const struct status_snapshot *s)
     json_i64(b, "exit_code", s->exit_code);
     json_u64(b, "speed_bytes_per_s", s->speed_bytes_per_s);
     json_str(b, "active_copy_mode", s->active_copy_mode);
+    json_str(b, "resumed", s->resumed);
+    json_u64(b, "resume_saved_bytes", s->resume_saved_bytes);
+    json_builder_set_member_name(b, "verifying");
+    json_builder_add_boolean_value(b, s->verifying);
+    json_u64(b, "verify_checked_bytes", s->verify_checked_bytes);
+    json_u64(b, "verify_differing_bytes", s->verify_differing_bytes);
 
     json_builder_set_member_name(b, "images");
     json_builder_begin_array(b);

@@ -46,6 +46,11 @@ struct status_snapshot {
     int exit_code;            /* -1 while running; the daemon's exit code once finished */
     uint64_t speed_bytes_per_s; /* the copy rate limit, 0 = none */
     const char *active_copy_mode; /* what copy_mode does now: background or write-blocking */
+    const char *resumed;          /* no, state (crash-safe state), verify (compared) */
+    uint64_t resume_saved_bytes;  /* not copied again thanks to the state */
+    bool verifying;               /* a verify pass runs */
+    uint64_t verify_checked_bytes;
+    uint64_t verify_differing_bytes;
     uint64_t n_images;
     struct image_status *image; /* n_images entries */
 };

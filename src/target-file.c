@@ -67,6 +67,18 @@ static int ft_open_image(struct target *t, const char *name, mode_t mode, uint64
     return 0;
 }
 
+static int ft_probe(struct target *t, const char *name, uint64_t *size)
+{
+    struct stat st;
+
+    if (fstatat(ft_dirfd(t), name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode))
+        return -ENOENT;
+    *size = (uint64_t)st.st_size;
+    return 0;
+}
+
 static void ft_close_image(struct target_image *ti)
 {
     if (ti) {
@@ -88,6 +100,28 @@ static int ft_pwrite(struct target_image *ti, const void *buf, size_t len, uint6
         }
         if (n == 0)
             return -EIO;
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
+static int ft_pread(struct target_image *ti, void *buf, size_t len, uint64_t off)
+{
+    char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = pread(ti->fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0) {
+            memset(p, 0, len);
+            return 0;
+        }
         p += n;
         len -= (size_t)n;
         off += (uint64_t)n;
@@ -212,7 +246,9 @@ static const struct target_ops file_target_ops = {
     .kind = "directory",
     .open_image = ft_open_image,
     .close_image = ft_close_image,
+    .probe = ft_probe,
     .pwrite = ft_pwrite,
+    .pread = ft_pread,
     .zero = ft_zero,
     .truncate = ft_truncate,
     .flush = ft_flush,

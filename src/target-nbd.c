@@ -1019,6 +1019,39 @@ static int nt_pwrite(struct target_image *ti, const void *buf, size_t len, uint6
     return rc;
 }
 
+/* Read back for verify.  The export may be larger than the image: what is
+ * asked past the export's end reads as zeroes; a minimum block size is
+ * met by reading whole blocks into a bounce buffer. */
+static int nt_pread(struct target_image *ti, void *buf, size_t len, uint64_t off)
+{
+    struct conn *c;
+    int rc;
+
+    if (len == 0)
+        return 0;
+    if ((rc = settle_tail(ti, off + len)) < 0)
+        return rc;
+    if ((rc = image_conn(ti, &c)) < 0)
+        return rc;
+    uint64_t size = c->size;
+    uint64_t end = MIN(off + len, size);
+    memset(buf, 0, len);
+    if (off < end) {
+        uint64_t start = off - off % c->min_block;
+        uint64_t stop = MIN(end + (c->min_block - end % c->min_block) % c->min_block, size);
+        if (start == off && stop == end) {
+            rc = run_pieces(c, false, OP_READ, buf, end - off, off, 0, c->max_payload);
+        } else {
+            g_autofree char *bounce = g_malloc(stop - start);
+            rc = run_pieces(c, false, OP_READ, bounce, stop - start, start, 0, c->max_payload);
+            if (rc == 0)
+                memcpy(buf, bounce + (off - start), end - off);
+        }
+    }
+    conn_unref(c);
+    return rc;
+}
+
 static int nt_zero(struct target_image *ti, uint64_t off, uint64_t len)
 {
     struct conn *c;
@@ -1246,6 +1279,7 @@ static const struct target_ops nbd_target_ops = {
     .open_image = nt_open_image,
     .close_image = nt_close_image,
     .pwrite = nt_pwrite,
+    .pread = nt_pread,
     .zero = nt_zero,
     .truncate = nt_truncate,
     .flush = nt_flush,

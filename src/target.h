@@ -25,7 +25,12 @@ struct target_ops {
     int (*open_image)(struct target *t, const char *name, mode_t mode, uint64_t size,
                       int fresh, struct target_image **out);
     void (*close_image)(struct target_image *ti);
+    /* Whether NAME holds data already (0 and *size), -ENOENT when it does
+     * not exist; NULL when the backend cannot tell. */
+    int (*probe)(struct target *t, const char *name, uint64_t *size);
     int (*pwrite)(struct target_image *ti, const void *buf, size_t len, uint64_t off);
+    /* Read back (verify): all of [off, off+len), zeroes past the end. */
+    int (*pread)(struct target_image *ti, void *buf, size_t len, uint64_t off);
     /* Make [off, off+len) read as zeroes, deallocating where possible. */
     int (*zero)(struct target_image *ti, uint64_t off, uint64_t len);
     int (*truncate)(struct target_image *ti, uint64_t size);

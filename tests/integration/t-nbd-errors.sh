@@ -78,15 +78,15 @@ expect_refused "no server on the socket" "No such file or directory" -- \
 expect_refused "no server on the port" "Connection refused" -- \
     -o "target=nbd://127.0.0.1:1/{name},$OPTS" "$SRC" "$MNT"
 expect_refused "export smaller than the image" \
-    "target: cannot create small.img: No space left on device" -- \
+    "target: cannot open small.img there: No space left on device" -- \
     -o "target=nbd+unix:///{name}?socket=$SOCK,$OPTS" "$SRC" "$MNT"
 rm "$SRC/small.img"
 random_file "$SRC/missing.img" 1
-expect_refused "missing export" "target: cannot create missing.img: No such file or directory" -- \
+expect_refused "missing export" "target: cannot open missing.img there: No such file or directory" -- \
     -o "target=nbd+unix:///{name}?socket=$SOCK,$OPTS" "$SRC" "$MNT"
 rm "$SRC/missing.img"
 random_file "$SRC/ro.img" 1
-expect_refused "read-only export" "target: cannot create ro.img: Read-only file system" -- \
+expect_refused "read-only export" "target: cannot open ro.img there: Read-only file system" -- \
     -o "target=nbd+unix:///{name}?socket=$SOCK,$OPTS" "$SRC" "$MNT"
 assert_files_cmp "$T/ro.orig" "$EXP/ro.raw" "the read-only export was changed"
 kill -0 "$QSD" 2>/dev/null || fail "qemu-storage-daemon died: $(tail -n 3 "$T/qsd.log")"

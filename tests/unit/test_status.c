@@ -36,6 +36,11 @@ static void fill_two_images(struct status_snapshot *s)
     s->exit_code = -1;
     s->speed_bytes_per_s = 20971520;
     s->active_copy_mode = "background";
+    s->resumed = "state";
+    s->resume_saved_bytes = 1048576;
+    s->verifying = true;
+    s->verify_checked_bytes = 2097152;
+    s->verify_differing_bytes = 65536;
     s->n_images = 2;
     s->image = g_new0(struct image_status, 2);
     s->image[0] =
@@ -65,6 +70,11 @@ static const char expected_text[] = "phase: bulk\n"
                                     "exit_code: -1\n"
                                     "speed_bytes_per_s: 20971520\n"
                                     "active_copy_mode: background\n"
+                                    "resumed: state\n"
+                                    "resume_saved_bytes: 1048576\n"
+                                    "verifying: yes\n"
+                                    "verify_checked_bytes: 2097152\n"
+                                    "verify_differing_bytes: 65536\n"
                                     "image: vm1/disk.img phase=ready size=1048576 "
                                     "copied=1048576 dirty=0 in_flight=0\n"
                                     "image: vm 2.raw phase=bulk size=2097152 "
@@ -125,6 +135,11 @@ START_TEST(test_key_order)
         "exit_code",
         "speed_bytes_per_s",
         "active_copy_mode",
+        "resumed",
+        "resume_saved_bytes",
+        "verifying",
+        "verify_checked_bytes",
+        "verify_differing_bytes",
         "image",
         "image",
     };
@@ -163,10 +178,10 @@ START_TEST(test_text_escaping)
     text = status_format_text(&s);
     lines = g_strsplit(text, "\n", -1);
 
-    /* 21 keys + 2 images: an embedded newline must not add a line. */
-    ck_assert_uint_eq(g_strv_length(lines), 24);
+    /* 26 keys + 2 images: an embedded newline must not add a line. */
+    ck_assert_uint_eq(g_strv_length(lines), 29);
     ck_assert_str_eq(lines[16], "last_error: write: No space\\nleft \\\\ on device");
-    ck_assert_str_eq(lines[22], "image: evil\\nphase: failed \"q\" 'x'\\\\ phase=bulk "
+    ck_assert_str_eq(lines[27], "image: evil\\nphase: failed \"q\" 'x'\\\\ phase=bulk "
                                 "size=2097152 copied=0 dirty=2031616 in_flight=65536");
     /* The forged "phase: failed" must not reach the start of a line. */
     for (guint i = 1; lines[i]; i++)
@@ -239,6 +254,9 @@ START_TEST(test_json_roundtrip)
     ck_assert_int_eq(obj_int(o, "exit_code"), -1);
     ck_assert_int_eq(obj_int(o, "speed_bytes_per_s"), 20971520);
     ck_assert_str_eq(json_object_get_string_member(o, "active_copy_mode"), "background");
+    ck_assert_str_eq(json_object_get_string_member(o, "resumed"), "state");
+    ck_assert(json_object_get_boolean_member(o, "verifying"));
+    ck_assert_int_eq(obj_int(o, "verify_differing_bytes"), 65536);
 
     ck_assert(JSON_NODE_HOLDS_ARRAY(json_object_get_member(o, "images")));
     imgs = json_object_get_array_member(o, "images");
@@ -303,7 +321,7 @@ START_TEST(test_parse_roundtrip)
     ck_assert_ptr_nonnull(t);
 
     /* 19 keys; the image lines are not in the table. */
-    ck_assert_uint_eq(g_hash_table_size(t), 21);
+    ck_assert_uint_eq(g_hash_table_size(t), 26);
     ck_assert(!g_hash_table_contains(t, "image"));
     ck_assert_str_eq(g_hash_table_lookup(t, "phase"), "bulk");
     ck_assert_str_eq(g_hash_table_lookup(t, "pid"), "4242");
