@@ -21,6 +21,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <linux/falloc.h>
+#include <linux/fuse.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -772,6 +773,25 @@ static void after_truncating_open(struct fs *fs, struct fs_inode *i, int fd)
     }
 }
 
+/* Reply to an open.  A guest that opens with O_DIRECT (QEMU cache=none)
+ * gets FOPEN_DIRECT_IO and FOPEN_PARALLEL_DIRECT_WRITES: without the latter
+ * the kernel holds the inode lock across every direct write, one write at
+ * a time per image, whatever the guest's queue depth.  libfuse 3.14 has no
+ * field for that flag, and its fuse_reply_open() only fills a struct
+ * fuse_open_out and sends it, so the reply is built here the same way. */
+static void reply_open(fuse_req_t req, struct fuse_file_info *fi, int guest_flags)
+{
+    if (!(guest_flags & O_DIRECT)) {
+        fuse_reply_open(req, fi);
+        return;
+    }
+    struct fuse_open_out out = {
+        .fh = fi->fh,
+        .open_flags = FOPEN_DIRECT_IO | FOPEN_PARALLEL_DIRECT_WRITES,
+    };
+    fuse_reply_buf(req, (const char *)&out, sizeof(out));
+}
+
 static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs *fs = fs_of(req);
@@ -792,7 +812,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     if (fi->flags & O_TRUNC)
         after_truncating_open(fs, i, fd);
     fi->fh = (uint64_t)fd;
-    fuse_reply_open(req, fi);
+    reply_open(req, fi, fi->flags);
 }
 
 static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
