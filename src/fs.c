@@ -429,10 +429,17 @@ static void report_target(struct fs *fs, int rc, const char *what, const char *n
                             g_strerror(-rc));
 }
 
-static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+enum node_kind { NODE_DIR, NODE_MKNOD, NODE_SYMLINK };
+
+/* mkdir, mknod and symlink: make the entry in the source, its twin on the
+ * target (a regular file made by mknod becomes an image in do_lookup();
+ * devices and FIFOs are served but not mirrored), reply with the entry. */
+static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
+                      enum node_kind kind, mode_t mode, dev_t rdev, const char *link)
 {
     struct fs *fs = fs_of(req);
     struct fs_inode *p = get_inode(req, parent);
+    struct target *t = fs->job->target;
     struct fuse_entry_param e;
     int rc;
 
@@ -441,11 +448,19 @@ static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         return;
     }
     pthread_mutex_lock(&fs->job->ns_lock);
-    rc = mkdirat(p->fd, name, mode) < 0 ? -errno : 0;
+    if (kind == NODE_DIR)
+        rc = mkdirat(p->fd, name, mode);
+    else if (kind == NODE_MKNOD)
+        rc = mknodat(p->fd, name, mode, rdev);
+    else
+        rc = symlinkat(link, p->fd, name);
+    rc = rc < 0 ? -errno : 0;
     if (rc == 0) {
         g_autofree char *path = child_path(p, name);
-        report_target(fs, fs->job->target->ops->mkdir(fs->job->target, path, mode),
-                      "create the directory", path);
+        if (kind == NODE_DIR)
+            report_target(fs, t->ops->mkdir(t, path, mode), "create the directory", path);
+        else if (kind == NODE_SYMLINK)
+            report_target(fs, t->ops->symlink(t, link, path), "create the symlink", path);
         rc = do_lookup(fs, p, name, &e, true);
     }
     pthread_mutex_unlock(&fs->job->ns_lock);
@@ -453,57 +468,22 @@ static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t
         fuse_reply_err(req, -rc);
     else
         fuse_reply_entry(req, &e);
+}
+
+static void fs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    make_node(req, parent, name, NODE_DIR, mode, 0, NULL);
 }
 
 static void fs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                      dev_t rdev)
 {
-    struct fs *fs = fs_of(req);
-    struct fs_inode *p = get_inode(req, parent);
-    struct fuse_entry_param e;
-    int rc;
-
-    if (reserved(fs, p, name)) {
-        fuse_reply_err(req, EEXIST);
-        return;
-    }
-    pthread_mutex_lock(&fs->job->ns_lock);
-    /* A regular file becomes an image in do_lookup(); other kinds are served
-     * but not mirrored. */
-    rc = mknodat(p->fd, name, mode, rdev) < 0 ? -errno : 0;
-    if (rc == 0)
-        rc = do_lookup(fs, p, name, &e, true);
-    pthread_mutex_unlock(&fs->job->ns_lock);
-    if (rc < 0)
-        fuse_reply_err(req, -rc);
-    else
-        fuse_reply_entry(req, &e);
+    make_node(req, parent, name, NODE_MKNOD, mode, rdev, NULL);
 }
 
 static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-    struct fs *fs = fs_of(req);
-    struct fs_inode *p = get_inode(req, parent);
-    struct fuse_entry_param e;
-    int rc;
-
-    if (reserved(fs, p, name)) {
-        fuse_reply_err(req, EEXIST);
-        return;
-    }
-    pthread_mutex_lock(&fs->job->ns_lock);
-    rc = symlinkat(link, p->fd, name) < 0 ? -errno : 0;
-    if (rc == 0) {
-        g_autofree char *path = child_path(p, name);
-        report_target(fs, fs->job->target->ops->symlink(fs->job->target, link, path),
-                      "create the symlink", path);
-        rc = do_lookup(fs, p, name, &e, true);
-    }
-    pthread_mutex_unlock(&fs->job->ns_lock);
-    if (rc < 0)
-        fuse_reply_err(req, -rc);
-    else
-        fuse_reply_entry(req, &e);
+    make_node(req, parent, name, NODE_SYMLINK, 0, 0, link);
 }
 
 static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char *name)

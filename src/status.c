@@ -50,39 +50,81 @@ static void append_i64(GString *out, const char *key, int64_t v)
     g_string_append_printf(out, "%s: %" G_GINT64_FORMAT "\n", key, (gint64)v);
 }
 
+/* One rendering's way of writing a key: text or JSON. */
+struct emitter {
+    void (*str)(void *ctx, const char *key, const char *v);
+    void (*u64)(void *ctx, const char *key, uint64_t v);
+    void (*i64)(void *ctx, const char *key, int64_t v);
+    void (*flag)(void *ctx, const char *key, bool v);
+    bool with_image_count; /* JSON: "images" is the array instead */
+};
+
+/* Every key, in the order that is part of the interface (DESIGN.md, "Inside
+ * the mount"): keys added later go at the end, never in between. */
+static void emit_keys(const struct status_snapshot *s, const struct emitter *e, void *ctx)
+{
+    e->str(ctx, "phase", s->phase);
+    e->i64(ctx, "pid", s->pid);
+    e->str(ctx, "source", s->source);
+    e->str(ctx, "target", s->target);
+    e->str(ctx, "copy_mode", s->copy_mode);
+    if (e->with_image_count)
+        e->u64(ctx, "images", s->images);
+    e->u64(ctx, "total_bytes", s->total_bytes);
+    e->u64(ctx, "copied_bytes", s->copied_bytes);
+    e->u64(ctx, "dirty_bytes", s->dirty_bytes);
+    e->u64(ctx, "in_flight_bytes", s->in_flight_bytes);
+    e->u64(ctx, "transferred_bytes", s->transferred_bytes);
+    e->u64(ctx, "progress_percent", status_progress_percent(s));
+    e->u64(ctx, "rate_bytes_per_s", s->rate_bytes_per_s);
+    e->i64(ctx, "eta_s", s->eta_s < 0 ? -1 : s->eta_s);
+    e->u64(ctx, "guest_write_bytes", s->guest_write_bytes);
+    e->u64(ctx, "errors", s->errors);
+    e->str(ctx, "last_error", s->last_error);
+    e->str(ctx, "state_dir", s->state_dir);
+    e->i64(ctx, "exit_code", s->exit_code);
+    e->u64(ctx, "speed_bytes_per_s", s->speed_bytes_per_s);
+    e->str(ctx, "active_copy_mode", s->active_copy_mode);
+    e->str(ctx, "resumed", s->resumed);
+    e->u64(ctx, "resume_saved_bytes", s->resume_saved_bytes);
+    e->flag(ctx, "verifying", s->verifying);
+    e->u64(ctx, "verify_checked_bytes", s->verify_checked_bytes);
+    e->u64(ctx, "verify_differing_bytes", s->verify_differing_bytes);
+}
+
+static void text_str(void *ctx, const char *key, const char *v)
+{
+    append_str(ctx, key, v);
+}
+
+static void text_u64(void *ctx, const char *key, uint64_t v)
+{
+    append_u64(ctx, key, v);
+}
+
+static void text_i64(void *ctx, const char *key, int64_t v)
+{
+    append_i64(ctx, key, v);
+}
+
+static void text_flag(void *ctx, const char *key, bool v)
+{
+    append_str(ctx, key, v ? "yes" : "no");
+}
+
+static const struct emitter text_emitter = {
+    .str = text_str,
+    .u64 = text_u64,
+    .i64 = text_i64,
+    .flag = text_flag,
+    .with_image_count = true,
+};
+
 char *status_format_text(const struct status_snapshot *s)
 {
     GString *out = g_string_sized_new(1024);
 
-    /* The order is part of the interface (DESIGN.md, "Inside the mount"):
-     * keys added later go after last_error, never in between. */
-    append_str(out, "phase", s->phase);
-    append_i64(out, "pid", s->pid);
-    append_str(out, "source", s->source);
-    append_str(out, "target", s->target);
-    append_str(out, "copy_mode", s->copy_mode);
-    append_u64(out, "images", s->images);
-    append_u64(out, "total_bytes", s->total_bytes);
-    append_u64(out, "copied_bytes", s->copied_bytes);
-    append_u64(out, "dirty_bytes", s->dirty_bytes);
-    append_u64(out, "in_flight_bytes", s->in_flight_bytes);
-    append_u64(out, "transferred_bytes", s->transferred_bytes);
-    append_u64(out, "progress_percent", status_progress_percent(s));
-    append_u64(out, "rate_bytes_per_s", s->rate_bytes_per_s);
-    append_i64(out, "eta_s", s->eta_s < 0 ? -1 : s->eta_s);
-    append_u64(out, "guest_write_bytes", s->guest_write_bytes);
-    append_u64(out, "errors", s->errors);
-    append_str(out, "last_error", s->last_error);
-    append_str(out, "state_dir", s->state_dir);
-    append_i64(out, "exit_code", s->exit_code);
-    append_u64(out, "speed_bytes_per_s", s->speed_bytes_per_s);
-    append_str(out, "active_copy_mode", s->active_copy_mode);
-    append_str(out, "resumed", s->resumed);
-    append_u64(out, "resume_saved_bytes", s->resume_saved_bytes);
-    append_str(out, "verifying", s->verifying ? "yes" : "no");
-    append_u64(out, "verify_checked_bytes", s->verify_checked_bytes);
-    append_u64(out, "verify_differing_bytes", s->verify_differing_bytes);
-
+    emit_keys(s, &text_emitter, out);
     for (uint64_t i = 0; i < s->n_images; i++) {
         const struct image_status *im = &s->image[i];
 
@@ -131,6 +173,35 @@ static void json_str(JsonBuilder *b, const char *key, const char *v)
     }
 }
 
+static void jstr(void *ctx, const char *key, const char *v)
+{
+    json_str(ctx, key, v);
+}
+
+static void ju64(void *ctx, const char *key, uint64_t v)
+{
+    json_u64(ctx, key, v);
+}
+
+static void ji64(void *ctx, const char *key, int64_t v)
+{
+    json_i64(ctx, key, v);
+}
+
+static void jflag(void *ctx, const char *key, bool v)
+{
+    json_builder_set_member_name(ctx, key);
+    json_builder_add_boolean_value(ctx, v);
+}
+
+static const struct emitter json_emitter = {
+    .str = jstr,
+    .u64 = ju64,
+    .i64 = ji64,
+    .flag = jflag,
+    .with_image_count = false,
+};
+
 char *status_format_json(const struct status_snapshot *s)
 {
     g_autoptr(JsonBuilder) b = json_builder_new();
@@ -141,32 +212,7 @@ char *status_format_json(const struct status_snapshot *s)
      * array of per-image objects (its length is the count); one JSON key
      * cannot hold both. */
     json_builder_begin_object(b);
-    json_str(b, "phase", s->phase);
-    json_i64(b, "pid", s->pid);
-    json_str(b, "source", s->source);
-    json_str(b, "target", s->target);
-    json_str(b, "copy_mode", s->copy_mode);
-    json_u64(b, "total_bytes", s->total_bytes);
-    json_u64(b, "copied_bytes", s->copied_bytes);
-    json_u64(b, "dirty_bytes", s->dirty_bytes);
-    json_u64(b, "in_flight_bytes", s->in_flight_bytes);
-    json_u64(b, "transferred_bytes", s->transferred_bytes);
-    json_u64(b, "progress_percent", status_progress_percent(s));
-    json_u64(b, "rate_bytes_per_s", s->rate_bytes_per_s);
-    json_i64(b, "eta_s", s->eta_s < 0 ? -1 : s->eta_s);
-    json_u64(b, "guest_write_bytes", s->guest_write_bytes);
-    json_u64(b, "errors", s->errors);
-    json_str(b, "last_error", s->last_error);
-    json_str(b, "state_dir", s->state_dir);
-    json_i64(b, "exit_code", s->exit_code);
-    json_u64(b, "speed_bytes_per_s", s->speed_bytes_per_s);
-    json_str(b, "active_copy_mode", s->active_copy_mode);
-    json_str(b, "resumed", s->resumed);
-    json_u64(b, "resume_saved_bytes", s->resume_saved_bytes);
-    json_builder_set_member_name(b, "verifying");
-    json_builder_add_boolean_value(b, s->verifying);
-    json_u64(b, "verify_checked_bytes", s->verify_checked_bytes);
-    json_u64(b, "verify_differing_bytes", s->verify_differing_bytes);
+    emit_keys(s, &json_emitter, b);
 
     json_builder_set_member_name(b, "images");
     json_builder_begin_array(b);
