@@ -272,10 +272,10 @@ bool image_claim_at(struct image *img, uint64_t first, uint64_t max, struct clai
 void image_release(struct image *img, const struct claim *c, bool ok, bool data_written)
 {
     pthread_mutex_lock(&img->lock);
-    /* The maps may have shrunk under a resize that waited for us; ranges are
-     * clipped by the bitmap functions. */
-    uint64_t n = bitmap_size(img->dirty);
-    uint64_t count = c->first >= n ? 0 : MIN(c->count, n - c->first);
+    /* Maps only shrink with nothing in flight (image_resize waits for
+     * that, a clean image has none), so the claim is still inside them. */
+    g_assert(c->first + c->count <= bitmap_size(img->dirty));
+    uint64_t count = c->count;
     if (count > 0) {
         if (!ok)
             bitmap_set_range(img->dirty, c->first, count);
