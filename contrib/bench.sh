@@ -1,7 +1,7 @@
 #!/bin/bash
 # contrib/bench.sh - the mirrorfs benchmark, in one command (root, Debian 12).
 #
-#   sudo contrib/bench.sh                 # full run: 3 repetitions, ~15-20 min on 2 vCPUs
+#   sudo contrib/bench.sh                 # full run: 3 repetitions, ~15 min on 2 vCPUs
 #   sudo BENCH_QUICK=1 contrib/bench.sh   # smoke test: small sizes, 1 run, ~2 min
 #
 # Installs what it needs with apt-get (fio, qemu-utils, qemu-system-common for
@@ -398,7 +398,13 @@ declare -A WL_UNIT=([seqw]=MiB/s [seqr]=MiB/s [randw4k]=IOPS [randr4k]=IOPS [ran
 fio_cell() {
     local cfg=$1 run=$2 wl=$3 file=$4 json val
     json=$W/fio/$cfg-$wl-$run.json
-    sync
+    # Every cell starts from the same page-cache state whatever ran before:
+    # caches dropped (buffered 4k writes were seen to vary 10x with the
+    # state the page cache was left in), then the image read once, so
+    # that the buffered paths (b), (c), (d) start warm as for a guest that
+    # has been running; (a) is O_DIRECT and starts cold.
+    drop_caches
+    [ "$cfg" = a ] || cat "$W/img/test.img" >/dev/null
     # shellcheck disable=SC2086
     if fio --name="$wl" --filename="$file" --direct=1 --size="$IMG_SIZE" \
         --allow_file_create=0 --time_based --runtime="$FIO_RUNTIME" --ramp_time="$FIO_RAMP" \
@@ -605,7 +611,8 @@ report() {
     echo "machine: $(nproc) vCPU ($cpu), $mem RAM, Linux $kernel, scratch on $fs"
     echo "software: mirrorfs $commit${dirty:-} (binary built $MIRRORFS_BUILT), $(fio --version), $(qemu-img --version | awk 'NR == 1 { print "QEMU " $3 }'), libfuse $(dpkg-query -W -f='${Version}' libfuse3-3 2>/dev/null)"
     echo "load average: $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (other work on the machine adds noise)"
-    echo "cells: median of $RUNS run(s); ratios: median of the per-run ratios"
+    echo "cells: median of $RUNS run(s); ratios: median of the per-run ratios; page cache dropped before"
+    echo "every cell, then the image read once for (b), (c), (d)"
     echo
 
     if want 1; then
