@@ -217,6 +217,7 @@ static uint64_t claim_locked(struct image *img, uint64_t first, uint64_t max,
     c->len = run_bytes(img, first, got);
     c->target_may_hold_data = bitmap_any(img->written, first, got);
     c->target_suspect = bitmap_any(img->suspect, first, got);
+    c->first_pass = img->phase == PHASE_BULK;
     img->cursor = first + got;
     return got;
 }

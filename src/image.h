@@ -91,6 +91,7 @@ struct claim {
     uint64_t off, len;
     bool target_may_hold_data; /* some granule of the run was written before */
     bool target_suspect;       /* some granule of the run failed a flush */
+    bool first_pass;           /* claimed while the image is in its first pass */
 };
 
 /* Claim the next dirty, not-in-flight run of at most max granules, at the

@@ -205,8 +205,14 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
     enum image_start start = START_FULL;
     int src_fd, rc;
 
-    /* The copier's own read-only fd: it stays valid across renames. */
-    src_fd = open(proc, O_RDONLY | O_CLOEXEC);
+    /* The copier's own read-only fd: it stays valid across renames.  With
+     * O_DIRECT where the file system has it: the copy then costs no page
+     * cache on either side (the profile of the first pass was three
+     * quarters memcpy in and out of the page caches), and the kernel writes
+     * back a guest's buffered data of a range before a direct read of it. */
+    src_fd = open(proc, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    if (src_fd < 0)
+        src_fd = open(proc, O_RDONLY | O_CLOEXEC);
     if (src_fd < 0)
         return -errno;
     if (job->persist) {
@@ -596,6 +602,26 @@ static void throttle(struct mirror_job *job, uint64_t n)
     pthread_mutex_unlock(&job->lock);
 }
 
+#define DIRECT_ALIGN 4096
+
+/* Read up to len bytes of the source at off (aligned to DIRECT_ALIGN, into
+ * a buffer of at least len rounded up to it, itself so aligned).  An
+ * O_DIRECT fd needs whole blocks: the length is rounded up, and what comes
+ * back beyond len (nothing: only the end of the file is unaligned) is cut.
+ * Returns the bytes read (0 at the end) or -errno. */
+static ssize_t source_read(struct image *img, char *buf, size_t len, uint64_t off)
+{
+    size_t want = (len + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+    ssize_t n;
+
+    do {
+        n = pread(img->src_fd, buf, want, (off_t)off);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    return n > (ssize_t)len ? (ssize_t)len : n;
+}
+
 static bool all_zero(const char *buf, size_t len)
 {
     return len == 0 || (buf[0] == 0 && memcmp(buf, buf + 1, len - 1) == 0);
@@ -622,45 +648,49 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
         may_hold_data = false;
     }
     while (pos < end) {
-        off_t data = lseek(img->src_fd, (off_t)pos, SEEK_DATA);
-        uint64_t seg_end;
+        uint64_t seg_end = end;
 
-        if (data < 0 && errno != ENXIO) {
-            r->rc = -errno;
-            r->side = SIDE_SOURCE;
-            return;
-        }
-        /* ENXIO: no data from pos to the end of the file. */
-        uint64_t data_at = data < 0 ? UINT64_MAX : (uint64_t)data;
-        if (data_at > pos) {
-            seg_end = MIN(data_at, end);
-            if (may_hold_data) {
-                int rc = ops->zero(img->tgt, pos, seg_end - pos);
-                if (rc < 0) {
-                    r->rc = rc;
-                    r->side = SIDE_TARGET;
-                    return;
-                }
+        /* The first pass looks for holes; later a range is there because a
+         * guest wrote it, so it is read as it is (a hole punched since
+         * reads as zeroes, which are not written either). */
+        if (c->first_pass) {
+            off_t data = lseek(img->src_fd, (off_t)pos, SEEK_DATA);
+
+            if (data < 0 && errno != ENXIO) {
+                r->rc = -errno;
+                r->side = SIDE_SOURCE;
+                return;
             }
-            if (data_at > end)
-                r->hole_end = data_at;
-            pos = seg_end;
-            continue;
+            /* ENXIO: no data from pos to the end of the file. */
+            uint64_t data_at = data < 0 ? UINT64_MAX : (uint64_t)data;
+            if (data_at > pos) {
+                seg_end = MIN(data_at, end);
+                if (may_hold_data) {
+                    int rc = ops->zero(img->tgt, pos, seg_end - pos);
+                    if (rc < 0) {
+                        r->rc = rc;
+                        r->side = SIDE_TARGET;
+                        return;
+                    }
+                }
+                if (data_at > end)
+                    r->hole_end = data_at;
+                pos = seg_end;
+                continue;
+            }
+            off_t hole = lseek(img->src_fd, (off_t)pos, SEEK_HOLE);
+            seg_end = hole < 0 ? end : MIN((uint64_t)hole, end);
         }
-        off_t hole = lseek(img->src_fd, (off_t)pos, SEEK_HOLE);
-        seg_end = hole < 0 ? end : MIN((uint64_t)hole, end);
         while (pos < seg_end) {
             size_t want = (size_t)MIN(seg_end - pos, job->chunk);
             /* Charged before the read: what the limit counts is data
              * moved, so holes are free. */
             throttle(job, want);
-            ssize_t n = pread(img->src_fd, buf, want, (off_t)pos);
+            ssize_t n = source_read(img, buf, want, pos);
             int rc;
 
             if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                r->rc = -errno;
+                r->rc = (int)n;
                 r->side = SIDE_SOURCE;
                 return;
             }
@@ -801,7 +831,7 @@ static void verify_run(struct mirror_job *job, struct image *img, const struct c
     uint64_t differing = 0;
 
     throttle(job, c->len);
-    ssize_t n = c->len ? pread(img->src_fd, buf, c->len, (off_t)c->off) : 0;
+    ssize_t n = c->len ? source_read(img, buf, c->len, c->off) : 0;
     int trc = job->target->ops->pread(img->tgt, tbuf, c->len, c->off);
     for (uint64_t k = 0; k < c->count; k++) {
         uint64_t off = k * g, len = MIN(g, c->len - MIN(c->len, off));
