@@ -43,6 +43,7 @@ struct image *image_new(struct mirror_job *job, const char *name, dev_t dev, ino
     img->dev = dev;
     img->ino = ino;
     img->src_fd = src_fd;
+    img->src_direct_fd = -1;
     img->tgt = tgt;
     img->refs = 1;
     pthread_mutex_init(&img->lock, NULL);
@@ -80,6 +81,8 @@ void image_unref(struct image *img)
         img->job->target->ops->close_image(img->tgt);
     if (img->src_fd >= 0)
         close(img->src_fd);
+    if (img->src_direct_fd >= 0)
+        close(img->src_direct_fd);
     bitmap_free(img->dirty);
     rangelock_free(img->inflight);
     bitmap_free(img->written);

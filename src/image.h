@@ -38,6 +38,7 @@ struct image {
     dev_t dev; /* source identity */
     ino_t ino;
     int src_fd;                 /* read-only, for the copier */
+    int src_direct_fd;          /* the same with O_DIRECT (first pass), or -1 */
     struct target_image *tgt;   /* NULL while the target has no place for it;
                                  * set once, under lock, never changed after */
     mode_t mode;                /* the source's, for opening it on the target */

@@ -297,15 +297,18 @@ int persist_write_begin(struct persist_image *pi, uint64_t off, uint64_t len)
     }
     if (!cold)
         return 0;
-    /* Cold: the bits must be on disk before the source changes. */
+    /* Cold: the bits must be on disk before the source changes.  The lock
+     * covers marking and writing the bytes (into the page cache); the
+     * fdatasync runs outside it, so that writers into other cold extents
+     * (a guest starting random writes after the first pass) share the
+     * disk's flushes instead of queueing behind each other's. */
     pthread_mutex_lock(&pi->lock);
-    bool wrote = false;
     for (uint64_t e = first; rc == 0 && e <= last; e++) {
         struct page *pg = page_of(pi, e);
         unsigned i = e % PAGE_EXTENTS;
         uint8_t m = __atomic_load_n(&pg->marked[i], __ATOMIC_SEQ_CST);
-        if (m == DURABLE)
-            continue;
+        if (m == DURABLE || m == SETTING)
+            continue; /* SETTING: its byte is written; our fdatasync covers it */
         if (m == TENTATIVE) {
             /* The sweep has not cleared it on disk (it does that under this
              * lock): keep it. */
@@ -314,13 +317,15 @@ int persist_write_begin(struct persist_image *pi, uint64_t off, uint64_t len)
         }
         __atomic_store_n(&pg->marked[i], SETTING, __ATOMIC_SEQ_CST);
         rc = write_byte(pi, e);
-        wrote = true;
     }
-    if (rc == 0 && wrote && fdatasync(pi->fd) < 0)
-        rc = -errno;
-    for (uint64_t e = first; rc == 0 && e <= last; e++)
-        __atomic_store_n(&page_of(pi, e)->marked[e % PAGE_EXTENTS], DURABLE, __ATOMIC_SEQ_CST);
     pthread_mutex_unlock(&pi->lock);
+    if (rc == 0 && fdatasync(pi->fd) < 0)
+        rc = -errno;
+    for (uint64_t e = first; rc == 0 && e <= last; e++) {
+        uint8_t expect = SETTING;
+        __atomic_compare_exchange_n(&page_of(pi, e)->marked[e % PAGE_EXTENTS], &expect, DURABLE,
+                                    false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+    }
     return rc;
 }
 
