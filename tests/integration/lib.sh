@@ -331,3 +331,27 @@ assert_result() {
         assert_eq "$(result_get copied_bytes)" "$(result_get total_bytes)" "copied_bytes == total_bytes in $STATE/result"
     fi
 }
+
+# --- fault injection ---
+# faulty_device OP: a 256 MiB device whose OP (pread or pwrite) fails with
+# EIO while the file $TRIGGER exists: nbdkit's memory plugin with the error
+# filter, exposed as the file $DEV/nbd by nbdfuse.  Sets DEV, FS, TRIGGER;
+# everything is undone at exit.  The caller makes and mounts a file system.
+faulty_device() {
+    local tool i
+    for tool in nbdkit nbdfuse mkfs.ext4; do
+        command -v "$tool" >/dev/null || fail "$tool is not installed"
+    done
+    DEV=$T/nbd FS=$T/fs TRIGGER=$T/trigger
+    mkdir -p "$DEV" "$FS"
+    nbdfuse "$DEV" --command nbdkit -s --exit-with-parent memory 256M \
+        --filter=error error-rate=100% error-file="$TRIGGER" "error-$1=EIO" \
+        >"$T/nbdfuse.log" 2>&1 &
+    EXTRA_PIDS+=($!)
+    at_cleanup "umount -l '$FS' 2>/dev/null; fusermount3 -u -z '$DEV' 2>/dev/null"
+    for i in $(seq 1 50); do
+        [ -e "$DEV/nbd" ] && return 0
+        sleep 0.1
+    done
+    fail "nbdfuse did not come up: $(cat "$T/nbdfuse.log")"
+}

@@ -10,22 +10,7 @@
 #           works, exit 0, equal.
 . "${TESTLIB:-$(dirname "$0")/lib.sh}"
 setup
-for tool in nbdkit nbdfuse mkfs.ext4; do
-    command -v "$tool" >/dev/null || fail "$tool is not installed"
-done
-
-DEV=$T/nbd FS=$T/fs TRIGGER=$T/trigger
-mkdir -p "$DEV" "$FS"
-nbdfuse "$DEV" --command nbdkit -s --exit-with-parent memory 256M \
-    --filter=error error-rate=100% error-file="$TRIGGER" error-pread=EIO \
-    >"$T/nbdfuse.log" 2>&1 &
-EXTRA_PIDS+=($!)
-at_cleanup "umount -l '$FS' 2>/dev/null; fusermount3 -u -z '$DEV' 2>/dev/null"
-for i in $(seq 1 50); do
-    [ -e "$DEV/nbd" ] && break
-    sleep 0.1
-done
-[ -e "$DEV/nbd" ] || fail "nbdfuse did not come up: $(cat "$T/nbdfuse.log")"
+faulty_device pread
 mkfs.ext4 -q -F "$DEV/nbd" || fail "mkfs.ext4"
 mount -o loop "$DEV/nbd" "$FS" || fail "cannot mount the source fs"
 
