@@ -32,7 +32,7 @@ static void append_escaped(GString *out, const char *v)
     }
 }
 
-static void append_str(GString *out, const char *key, const char *v)
+static void append_str(void *out, const char *key, const char *v)
 {
     g_string_append(out, key);
     g_string_append(out, ": ");
@@ -40,12 +40,12 @@ static void append_str(GString *out, const char *key, const char *v)
     g_string_append_c(out, '\n');
 }
 
-static void append_u64(GString *out, const char *key, uint64_t v)
+static void append_u64(void *out, const char *key, uint64_t v)
 {
     g_string_append_printf(out, "%s: %" G_GUINT64_FORMAT "\n", key, (guint64)v);
 }
 
-static void append_i64(GString *out, const char *key, int64_t v)
+static void append_i64(void *out, const char *key, int64_t v)
 {
     g_string_append_printf(out, "%s: %" G_GINT64_FORMAT "\n", key, (gint64)v);
 }
@@ -92,30 +92,15 @@ static void emit_keys(const struct status_snapshot *s, const struct emitter *e, 
     e->u64(ctx, "verify_differing_bytes", s->verify_differing_bytes);
 }
 
-static void text_str(void *ctx, const char *key, const char *v)
-{
-    append_str(ctx, key, v);
-}
-
-static void text_u64(void *ctx, const char *key, uint64_t v)
-{
-    append_u64(ctx, key, v);
-}
-
-static void text_i64(void *ctx, const char *key, int64_t v)
-{
-    append_i64(ctx, key, v);
-}
-
 static void text_flag(void *ctx, const char *key, bool v)
 {
     append_str(ctx, key, v ? "yes" : "no");
 }
 
 static const struct emitter text_emitter = {
-    .str = text_str,
-    .u64 = text_u64,
-    .i64 = text_i64,
+    .str = append_str,
+    .u64 = append_u64,
+    .i64 = append_i64,
     .flag = text_flag,
     .with_image_count = true,
 };
@@ -145,13 +130,13 @@ char *status_format_text(const struct status_snapshot *s)
 /* JSON numbers go through gint64 in json-glib; a byte count above 2^63 cannot
  * happen on Linux (off_t is signed), so clamping only guards against a
  * counter gone wrong turning into a negative number. */
-static void json_u64(JsonBuilder *b, const char *key, uint64_t v)
+static void json_u64(void *b, const char *key, uint64_t v)
 {
     json_builder_set_member_name(b, key);
     json_builder_add_int_value(b, v > (uint64_t)G_MAXINT64 ? G_MAXINT64 : (gint64)v);
 }
 
-static void json_i64(JsonBuilder *b, const char *key, int64_t v)
+static void json_i64(void *b, const char *key, int64_t v)
 {
     json_builder_set_member_name(b, key);
     json_builder_add_int_value(b, v);
@@ -159,7 +144,7 @@ static void json_i64(JsonBuilder *b, const char *key, int64_t v)
 
 /* File names are bytes; JSON strings are UTF-8.  An invalid sequence becomes
  * U+FFFD rather than producing a document no parser accepts. */
-static void json_str(JsonBuilder *b, const char *key, const char *v)
+static void json_str(void *b, const char *key, const char *v)
 {
     json_builder_set_member_name(b, key);
     if (!v) {
@@ -173,21 +158,6 @@ static void json_str(JsonBuilder *b, const char *key, const char *v)
     }
 }
 
-static void jstr(void *ctx, const char *key, const char *v)
-{
-    json_str(ctx, key, v);
-}
-
-static void ju64(void *ctx, const char *key, uint64_t v)
-{
-    json_u64(ctx, key, v);
-}
-
-static void ji64(void *ctx, const char *key, int64_t v)
-{
-    json_i64(ctx, key, v);
-}
-
 static void jflag(void *ctx, const char *key, bool v)
 {
     json_builder_set_member_name(ctx, key);
@@ -195,9 +165,9 @@ static void jflag(void *ctx, const char *key, bool v)
 }
 
 static const struct emitter json_emitter = {
-    .str = jstr,
-    .u64 = ju64,
-    .i64 = ji64,
+    .str = json_str,
+    .u64 = json_u64,
+    .i64 = json_i64,
     .flag = jflag,
     .with_image_count = false,
 };

@@ -377,6 +377,24 @@ static void conn_drive(struct conn *c, int timeout_ms)
     conn_check_stall(c);
 }
 
+/* Start connecting h to uri and drive the handshake from this thread until
+ * it ends or the monotonic clock reaches until.  0 (the handshake ended:
+ * the caller looks at how), -ETIMEDOUT, or -1 for a libnbd error (details
+ * in nbd_get_errno / nbd_get_error). */
+static int connect_until(struct nbd_handle *h, const char *uri, uint64_t until)
+{
+    if (nbd_aio_connect_uri(h, uri) < 0)
+        return -1;
+    while (nbd_aio_is_connecting(h)) {
+        uint64_t now = now_ns();
+        if (now >= until)
+            return -ETIMEDOUT;
+        if (nbd_poll(h, (int)MIN((until - now) / MS + 1, (uint64_t)TICK_MS)) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* Connect to uri and check the export: it answers, is writable and holds
  * at least need bytes.  The calling thread drives the handshake, for at most
  * timeout_ns.  0 with *out (one reference), or -errno with *msg set. */
@@ -395,19 +413,15 @@ static int conn_open(const char *uri, uint64_t need, uint64_t timeout_ns,
     }
     /* Block status lets zeroing skip what reads as zero already. */
     nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION);
-    if (nbd_aio_connect_uri(h, uri) < 0)
-        goto nbd_error;
-    while (nbd_aio_is_connecting(h)) {
-        uint64_t now = now_ns();
-        if (now >= until) {
-            *msg = g_strdup_printf("%s: no answer from the server within %" PRIu64 " s",
-                                   uri, timeout_ns / SEC);
-            nbd_close(h);
-            return -ETIMEDOUT;
-        }
-        if (nbd_poll(h, (int)MIN((until - now) / MS + 1, (uint64_t)TICK_MS)) < 0)
-            goto nbd_error;
+    rc = connect_until(h, uri, until);
+    if (rc == -ETIMEDOUT) {
+        *msg = g_strdup_printf("%s: no answer from the server within %" PRIu64 " s", uri,
+                               timeout_ns / SEC);
+        nbd_close(h);
+        return rc;
     }
+    if (rc < 0)
+        goto nbd_error;
     if (!nbd_aio_is_ready(h)) {
         *msg = g_strdup_printf("%s: the connection failed", uri);
         nbd_close(h);
@@ -1327,19 +1341,15 @@ static int probe_server(const char *uri, char **msg)
         return -ENOMEM;
     }
     nbd_set_opt_mode(h, true);
-    if (nbd_aio_connect_uri(h, uri) < 0)
-        goto nbd_error;
-    while (nbd_aio_is_connecting(h)) {
-        uint64_t now = now_ns();
-        if (now >= until) {
-            *msg = g_strdup_printf("no answer from the server within %" PRIu64 " s",
-                                   CONNECT_TIMEOUT_NS / SEC);
-            nbd_close(h);
-            return -ETIMEDOUT;
-        }
-        if (nbd_poll(h, (int)MIN((until - now) / MS + 1, (uint64_t)TICK_MS)) < 0)
-            goto nbd_error;
+    rc = connect_until(h, uri, until);
+    if (rc == -ETIMEDOUT) {
+        *msg = g_strdup_printf("no answer from the server within %" PRIu64 " s",
+                               CONNECT_TIMEOUT_NS / SEC);
+        nbd_close(h);
+        return rc;
     }
+    if (rc < 0)
+        goto nbd_error;
     if (nbd_aio_is_negotiating(h)) {
         /* End politely, or a server like qemu-nbd logs a broken handshake. */
         until = now_ns() + SEC;
