@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <glib.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -130,46 +131,187 @@ static void handle_put(struct ctl_handle *h)
     g_free(h);
 }
 
-static void read_handle(fuse_req_t req, struct ctl_handle *h, size_t size, off_t off,
-                        ctl_cancelled_fn cancelled);
+/* ---- reads that wait ------------------------------------------------------ */
 
-void ctl_read(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
-              ctl_cancelled_fn cancelled)
+struct ctl_waiter {
+    fuse_req_t req;
+    struct ctl_handle *h; /* a reference */
+    size_t size;          /* asked for */
+    char *lines;          /* once answerable: the lines (NULL: an error) */
+    size_t len;
+};
+
+struct ctl_readers {
+    pthread_mutex_t lock; /* the queue, and every log cursor */
+    pthread_cond_t cond;
+    GQueue waiting;       /* struct ctl_waiter, oldest first */
+    bool poke;            /* a line came or a read was interrupted */
+    bool stopping;
+    struct mirror_job *job;
+    GThread *thread;
+};
+
+/* Interrupted reads are also looked for this often, in case the wake-up
+ * raced with the queueing. */
+#define READERS_TICK_US (200 * 1000)
+
+static void readers_poke(void *data)
 {
-    struct ctl_handle *h = handle_get(fi);
+    struct ctl_readers *r = data;
 
-    read_handle(req, h, size, off, cancelled);
-    handle_put(h);
+    pthread_mutex_lock(&r->lock);
+    r->poke = true;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
 }
 
-static void read_handle(fuse_req_t req, struct ctl_handle *h, size_t size, off_t off,
-                        ctl_cancelled_fn cancelled)
+static void readers_interrupted(fuse_req_t req, void *data)
 {
-    if (h->log) {
-        g_autofree char *buf = g_malloc(size);
-        size_t n;
-        /* Wait in short slices: a blocked read holds a FUSE thread, which
-         * must come back when the reader is killed or the daemon stops. */
-        while ((n = linelog_read(h->log, &h->cursor, buf, size,
-                                 h->nonblock ? 0 : 200 * 1000 * 1000ull)) == 0) {
-            if (h->nonblock) {
-                fuse_reply_err(req, EAGAIN);
-                return;
+    (void)req;
+    readers_poke(data);
+}
+
+/* With r->lock held: the lines a waiting read can have now, or NULL (and
+ * *n = 0) when there are none. */
+static char *take_lines(struct ctl_waiter *w, size_t *n)
+{
+    *n = 0;
+    if (w->h->cursor >= linelog_next(w->h->log))
+        return NULL;
+
+    char *buf = g_malloc(w->size ? w->size : 1);
+
+    *n = linelog_read(w->h->log, &w->h->cursor, buf, w->size, 0);
+    if (*n == 0)
+        g_clear_pointer(&buf, g_free);
+    return buf;
+}
+
+static void answer(struct ctl_waiter *w, char *buf, size_t n, int err)
+{
+    if (buf)
+        fuse_reply_buf(w->req, buf, n);
+    else
+        fuse_reply_err(w->req, err);
+    g_free(buf);
+    handle_put(w->h);
+    g_free(w);
+}
+
+static gpointer readers_main(gpointer data)
+{
+    struct ctl_readers *r = data;
+    GQueue done = G_QUEUE_INIT; /* waiters to answer, outside the lock */
+
+    pthread_mutex_lock(&r->lock);
+    while (!r->stopping || !g_queue_is_empty(&r->waiting)) {
+        if (!r->poke && !r->stopping) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += READERS_TICK_US * 1000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
             }
-            if (cancelled(req)) {
-                fuse_reply_err(req, EINTR);
-                return;
-            }
+            pthread_cond_timedwait(&r->cond, &r->lock, &until);
         }
-        fuse_reply_buf(req, buf, n);
+        r->poke = false;
+        for (GList *l = r->waiting.head, *next; l; l = next) {
+            struct ctl_waiter *w = l->data;
+            size_t n;
+            char *buf = take_lines(w, &n);
+
+            next = l->next;
+            if (!buf && !r->stopping && !fuse_req_interrupted(w->req))
+                continue;
+            g_queue_delete_link(&r->waiting, l);
+            w->lines = buf;
+            w->len = n;
+            g_queue_push_tail(&done, w);
+        }
+        pthread_mutex_unlock(&r->lock);
+        while (!g_queue_is_empty(&done)) {
+            struct ctl_waiter *w = g_queue_pop_head(&done);
+            answer(w, w->lines, w->len, EINTR);
+        }
+        pthread_mutex_lock(&r->lock);
+    }
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+struct ctl_readers *ctl_readers_new(struct mirror_job *job)
+{
+    struct ctl_readers *r = g_new0(struct ctl_readers, 1);
+
+    pthread_mutex_init(&r->lock, NULL);
+    pthread_cond_init(&r->cond, NULL);
+    g_queue_init(&r->waiting);
+    r->job = job;
+    linelog_set_notify(job->events, readers_poke, r);
+    linelog_set_notify(job->trace, readers_poke, r);
+    r->thread = g_thread_new("ctl-readers", readers_main, r);
+    return r;
+}
+
+void ctl_readers_stop(struct ctl_readers *r)
+{
+    if (!r || !r->thread)
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->stopping = true;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    g_thread_join(r->thread);
+    r->thread = NULL;
+}
+
+void ctl_readers_free(struct ctl_readers *r)
+{
+    if (!r)
+        return;
+    ctl_readers_stop(r);
+    linelog_set_notify(r->job->events, NULL, NULL);
+    linelog_set_notify(r->job->trace, NULL, NULL);
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->lock);
+    g_free(r);
+}
+
+void ctl_read(fuse_req_t req, struct ctl_readers *readers, size_t size, off_t off,
+              struct fuse_file_info *fi)
+{
+    struct ctl_handle *h = (struct ctl_handle *)(uintptr_t)fi->fh;
+
+    if (!h->log) {
+        if (!h->text || off < 0 || (size_t)off >= h->len)
+            fuse_reply_buf(req, NULL, 0);
+        else
+            fuse_reply_buf(req, h->text + off, MIN(size, h->len - (size_t)off));
         return;
     }
 
-    if (!h->text || off < 0 || (size_t)off >= h->len) {
-        fuse_reply_buf(req, NULL, 0);
+    struct ctl_waiter *w = g_new0(struct ctl_waiter, 1);
+    size_t n;
+
+    w->req = req;
+    w->h = handle_get(fi);
+    w->size = size;
+    /* Registered before the read is queued: once queued, the reader
+     * thread may answer it (and free req) at any moment.  If req was
+     * interrupted already, this pokes the thread at once. */
+    if (!h->nonblock)
+        fuse_req_interrupt_func(req, readers_interrupted, readers);
+    pthread_mutex_lock(&readers->lock);
+    char *buf = take_lines(w, &n);
+    if (!buf && !h->nonblock && !readers->stopping) {
+        g_queue_push_tail(&readers->waiting, w);
+        pthread_mutex_unlock(&readers->lock);
         return;
     }
-    fuse_reply_buf(req, h->text + off, MIN(size, h->len - (size_t)off));
+    bool stopping = readers->stopping;
+    pthread_mutex_unlock(&readers->lock);
+    answer(w, buf, n, h->nonblock && !stopping ? EAGAIN : EINTR);
 }
 
 void ctl_write(fuse_req_t req, struct mirror_job *job, const char *buf, size_t size,

@@ -27,9 +27,17 @@ enum ctl_node {
     CTL_NODES
 };
 
-/* Tells a blocked reader of events/trace to give up: the request was
- * interrupted or the session is ending. */
-typedef bool (*ctl_cancelled_fn)(fuse_req_t req);
+/* Reads of events and trace that have to wait for a line.  They are queued
+ * and answered by one thread of their own when a line comes, when the read
+ * is interrupted, or at ctl_readers_stop(): a FUSE worker thread never
+ * blocks in them, so a few workers serve the mount whatever the number of
+ * readers that follow the logs. */
+struct ctl_readers;
+struct ctl_readers *ctl_readers_new(struct mirror_job *job);
+/* Answer every queued read with EINTR and end the thread; later reads that
+ * would wait get EINTR at once.  Call before the session is destroyed. */
+void ctl_readers_stop(struct ctl_readers *r);
+void ctl_readers_free(struct ctl_readers *r);
 
 /* Node named name inside .mirror, or CTL_NONE. */
 enum ctl_node ctl_lookup(const char *name);
@@ -40,9 +48,10 @@ void ctl_getattr(enum ctl_node node, fuse_ino_t ino, struct stat *st);
 void ctl_open(fuse_req_t req, struct mirror_job *job, enum ctl_node node,
               struct fuse_file_info *fi);
 /* events and trace: a read returns whole lines and waits for the next one
- * when there is none (EAGAIN at once with O_NONBLOCK). */
-void ctl_read(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi,
-              ctl_cancelled_fn cancelled);
+ * when there is none (EAGAIN at once with O_NONBLOCK); the wait is queued
+ * on readers, and the reply comes from its thread. */
+void ctl_read(fuse_req_t req, struct ctl_readers *readers, size_t size, off_t off,
+              struct fuse_file_info *fi);
 void ctl_write(fuse_req_t req, struct mirror_job *job, const char *buf, size_t size,
                struct fuse_file_info *fi);
 void ctl_release(fuse_req_t req, struct mirror_job *job, struct fuse_file_info *fi);

@@ -50,6 +50,9 @@ struct fs_inode {
 struct fs {
     struct mirror_job *job;
     struct fuse_session *se;
+    struct ctl_readers *readers; /* waiting reads of events and trace */
+    GThreadPool *slow;           /* operations that may block: struct slow_op */
+    int stopping;                /* atomic: fs_stop() was called */
     pthread_mutex_t lock;
     GHashTable *inodes; /* (dev, ino) -> struct fs_inode */
     struct fs_inode root;
@@ -100,6 +103,11 @@ static char *proc_path(int fd)
     return g_strdup_printf("/proc/self/fd/%d", fd);
 }
 
+static void slow_main(gpointer data, gpointer user_data);
+
+/* Most threads the slow operations can occupy at once. */
+#define SLOW_THREADS_MAX 64
+
 struct fs *fs_new(struct mirror_job *job, int root_fd)
 {
     struct fs *fs = g_new0(struct fs, 1);
@@ -133,6 +141,26 @@ static void inode_free(struct fs_inode *i)
     g_free(i);
 }
 
+void fs_start(struct fs *fs)
+{
+    fs->readers = ctl_readers_new(fs->job);
+    fs->slow = g_thread_pool_new(slow_main, fs, SLOW_THREADS_MAX, FALSE, NULL);
+    if (!fs->slow)
+        g_error("cannot create the thread pool");
+}
+
+void fs_stop(struct fs *fs)
+{
+    if (!fs || g_atomic_int_get(&fs->stopping))
+        return;
+    g_atomic_int_set(&fs->stopping, 1);
+    /* Every queued operation is answered before the pool is gone. */
+    if (fs->slow)
+        g_thread_pool_free(fs->slow, FALSE, TRUE);
+    fs->slow = NULL;
+    ctl_readers_stop(fs->readers);
+}
+
 void fs_free(struct fs *fs)
 {
     GHashTableIter it;
@@ -140,6 +168,8 @@ void fs_free(struct fs *fs)
 
     if (!fs)
         return;
+    fs_stop(fs);
+    ctl_readers_free(fs->readers);
     g_hash_table_iter_init(&it, fs->inodes);
     while (g_hash_table_iter_next(&it, &key, NULL))
         inode_free(key);
@@ -720,15 +750,96 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
     fuse_reply_err(req, 0);
 }
 
+/* ---- operations that may block ------------------------------------------------ */
+
+/* A sync waits for the disk (and, in write-blocking mode, the target), and
+ * a flock without LOCK_NB for another process: they run in the pool, so
+ * that the few FUSE worker threads keep serving guest I/O meanwhile. */
+enum slow_kind { SLOW_FSYNC, SLOW_FSYNCDIR, SLOW_FLOCK };
+
+struct slow_op {
+    enum slow_kind kind;
+    fuse_req_t req;
+    int fd;
+    int arg;            /* datasync, or the flock operation */
+    struct image *img;  /* SLOW_FSYNC of an image: a reference */
+};
+
+static void slow_submit(struct fs *fs, enum slow_kind kind, fuse_req_t req, int fd, int arg,
+                        struct image *img)
+{
+    struct slow_op *op = g_new0(struct slow_op, 1);
+
+    op->kind = kind;
+    op->req = req;
+    op->fd = fd;
+    op->arg = arg;
+    op->img = img ? image_ref(img) : NULL;
+    g_thread_pool_push(fs->slow, op, NULL);
+}
+
+/* flock(2) cannot be interrupted from here, so the wait is a retry that
+ * backs off to FLOCK_RETRY_MAX_US and gives up (EINTR) when the request is
+ * interrupted or the file system stops. */
+#define FLOCK_RETRY_MAX_US (50 * 1000)
+
+static int slow_flock(struct fs *fs, fuse_req_t req, int fd, int op)
+{
+    unsigned long delay = 1000;
+
+    for (;;) {
+        if (flock(fd, op | LOCK_NB) == 0)
+            return 0;
+        if (errno != EWOULDBLOCK && errno != EINTR)
+            return errno;
+        if (fuse_req_interrupted(req) || g_atomic_int_get(&fs->stopping))
+            return EINTR;
+        g_usleep(delay);
+        delay = MIN(delay * 2, FLOCK_RETRY_MAX_US);
+    }
+}
+
+static void slow_main(gpointer data, gpointer user_data)
+{
+    struct slow_op *op = data;
+    struct fs *fs = user_data;
+    int rc = 0;
+
+    switch (op->kind) {
+    case SLOW_FSYNCDIR:
+        rc = (op->arg ? fdatasync(op->fd) : fsync(op->fd)) < 0 ? errno : 0;
+        break;
+    case SLOW_FSYNC:
+        rc = (op->arg ? fdatasync(op->fd) : fsync(op->fd)) < 0 ? errno : 0;
+        /* Invariant 8: in write-blocking mode the guest's flush makes its
+         * writes durable on the target too.  A target failure is the job's
+         * to report, not the guest's. */
+        if (rc == 0 && op->img && op->img->tgt && mirror_write_blocking(fs->job)) {
+            int trc = mirror_flush_image(fs->job, op->img);
+            if (trc < 0)
+                report_image(fs, op->img, "flushing the target", trc);
+        }
+        break;
+    case SLOW_FLOCK:
+        rc = slow_flock(fs, op->req, op->fd, op->arg);
+        break;
+    }
+    fuse_reply_err(op->req, rc);
+    if (op->img)
+        image_unref(op->img);
+    g_free(op);
+}
+
 static void fs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
                         struct fuse_file_info *fi)
 {
     struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
-    int rc = 0;
 
-    if (d->fd >= 0)
-        rc = (datasync ? fdatasync(d->fd) : fsync(d->fd)) < 0 ? errno : 0;
-    fuse_reply_err(req, rc);
+    if (d->fd < 0) {
+        fuse_reply_err(req, 0);
+        return;
+    }
+    slow_submit(fs_of(req), SLOW_FSYNCDIR, req, d->fd, datasync, NULL);
 }
 
 /* ---- files -------------------------------------------------------------------- */
@@ -826,13 +937,6 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     fuse_reply_create(req, &e, fi);
 }
 
-static bool read_cancelled(fuse_req_t req)
-{
-    struct fs *fs = fs_of(req);
-
-    return fuse_req_interrupted(req) || (fs->se && fuse_session_exited(fs->se));
-}
-
 static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                     struct fuse_file_info *fi)
 {
@@ -840,7 +944,7 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     struct fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
 
     if (i->ctl != CTL_NONE) {
-        ctl_read(req, size, off, fi, read_cancelled);
+        ctl_read(req, fs_of(req)->readers, size, off, fi);
         return;
     }
     /* An fd-backed reply: libfuse splices from the file to the kernel. */
@@ -972,21 +1076,13 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 static void fs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
 {
-    struct fs *fs = fs_of(req);
     struct fs_inode *i = get_inode(req, ino);
-    int rc = 0;
 
-    if (i->ctl == CTL_NONE)
-        rc = (datasync ? fdatasync((int)fi->fh) : fsync((int)fi->fh)) < 0 ? errno : 0;
-    /* Invariant 8: in write-blocking mode the guest's flush makes its
-     * writes durable on the target too.  A target failure is the job's to
-     * report, not the guest's. */
-    if (rc == 0 && i->img && i->img->tgt && mirror_write_blocking(fs->job)) {
-        int trc = mirror_flush_image(fs->job, i->img);
-        if (trc < 0)
-            report_image(fs, i->img, "flushing the target", trc);
+    if (i->ctl != CTL_NONE) {
+        fuse_reply_err(req, 0);
+        return;
     }
-    fuse_reply_err(req, rc);
+    slow_submit(fs_of(req), SLOW_FSYNC, req, (int)fi->fh, datasync, i->img);
 }
 
 static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
@@ -1057,8 +1153,14 @@ static void fs_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, 
     struct fs_inode *i = get_inode(req, ino);
     int rc = 0;
 
-    if (i->ctl == CTL_NONE)
-        rc = flock((int)fi->fh, op) < 0 ? errno : 0;
+    if (i->ctl == CTL_NONE) {
+        rc = flock((int)fi->fh, op | LOCK_NB) < 0 ? errno : 0;
+        /* Only a lock that has to wait goes to the pool. */
+        if (rc == EWOULDBLOCK && !(op & LOCK_NB)) {
+            slow_submit(fs_of(req), SLOW_FLOCK, req, (int)fi->fh, op, NULL);
+            return;
+        }
+    }
     fuse_reply_err(req, rc);
 }
 

@@ -17,6 +17,8 @@ struct linelog {
     char **ring;      /* line of seq s is at ring[s % capacity] */
     uint64_t oldest;  /* seq of the oldest line kept */
     uint64_t next;    /* seq of the next line */
+    linelog_notify_fn notify;
+    void *notify_data;
 };
 
 struct linelog *linelog_new(size_t capacity)
@@ -61,6 +63,18 @@ void linelog_append(struct linelog *log, const char *line)
     if (log->next - log->oldest > log->capacity)
         log->oldest = log->next - log->capacity;
     pthread_cond_broadcast(&log->more);
+    linelog_notify_fn notify = log->notify;
+    void *data = log->notify_data;
+    pthread_mutex_unlock(&log->lock);
+    if (notify)
+        notify(data);
+}
+
+void linelog_set_notify(struct linelog *log, linelog_notify_fn fn, void *data)
+{
+    pthread_mutex_lock(&log->lock);
+    log->notify = fn;
+    log->notify_data = data;
     pthread_mutex_unlock(&log->lock);
 }
 

@@ -41,6 +41,11 @@ uint64_t linelog_next(struct linelog *log);
 size_t linelog_read(struct linelog *log, uint64_t *cursor, char *buf, size_t size,
                     uint64_t wait_ns);
 
+/* Call fn(data) after each append, outside the log's lock (NULL: none).
+ * For readers that wait elsewhere than in linelog_read(). */
+typedef void (*linelog_notify_fn)(void *data);
+void linelog_set_notify(struct linelog *log, linelog_notify_fn fn, void *data);
+
 /* Wake every waiting reader (their read returns what is there, maybe 0). */
 void linelog_wake(struct linelog *log);
 

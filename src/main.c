@@ -293,16 +293,26 @@ int main(int argc, char *argv[])
         die("cannot run in the background");
     }
     mirror_start(job);
+    fs_start(fs);
 
+    /* Few threads: one per CPU.  Writes to one image serialise on its inode
+     * lock in the kernel anyway, and more threads than CPUs only spin on it
+     * (doc/performance.md); nothing that waits long runs in them (fs.c). */
+    unsigned threads = opts.threads;
+    if (threads == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = cpus < 2 ? 2 : (unsigned)MIN(cpus, (long)OPT_MAX_THREADS);
+    }
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_clone_fd(cfg, 1);
-    fuse_loop_cfg_set_max_threads(cfg, 64);
-    fuse_loop_cfg_set_idle_threads(cfg, 16);
+    fuse_loop_cfg_set_max_threads(cfg, threads);
+    fuse_loop_cfg_set_idle_threads(cfg, threads);
     if (cmd.singlethread)
         fuse_session_loop(se);
     else
         fuse_session_loop_mt(se, cfg);
     fuse_loop_cfg_destroy(cfg);
+    fs_stop(fs);
 
     /* The loop ends when the mount is gone (the kernel sends no DESTROY for
      * a plain fuse mount) or on a signal: either way no guest can write any
