@@ -134,8 +134,14 @@ void image_mark_dirty(struct image *img, uint64_t off, uint64_t len)
     grow_locked(img, end);
     if (!img->deleted)
         bitmap_set_range(img->dirty, off / g, granules_for(end, g) - off / g);
+    /* Once ready, guest writes are copied in batches: the idle workers look
+     * for them every IDLE_WAIT_US (100 ms; QEMU's mirror job also polls
+     * its bitmap every 100 ms in READY).  A wake-up per write costs the
+     * guest a context switch, and a hot granule is copied again and again. */
+    bool kick = img->phase != PHASE_READY;
     pthread_mutex_unlock(&img->lock);
-    mirror_kick(img->job);
+    if (kick)
+        mirror_kick(img->job);
 }
 
 int image_resize(struct image *img, uint64_t size)

@@ -36,7 +36,7 @@
  * stays marked instead of costing a synchronous state write again and
  * again (DRBD's activity log keeps hot extents the same way). */
 #define STATE_QUIET_SWEEPS 3
-#define IDLE_WAIT_US (100 * 1000)
+#define IDLE_WAIT_US (100 * 1000) /* READY_SLICE in image.c */
 #define IGNORE_BACKOFF_MIN_US (100 * 1000)
 #define IGNORE_BACKOFF_MAX_US (5 * 1000 * 1000)
 /* Under on_*_error=ignore a drain gives up after this many failures in a
@@ -247,18 +247,22 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
             close(direct_fd);
         return rc;
     }
-    struct image *img = image_new(job, name, st->st_dev, st->st_ino, src_fd, ti, size,
-                                  job->opts->granularity, start == START_FULL);
+    uint64_t gran = options_image_granularity(job->opts, size);
+    struct image *img = image_new(job, name, st->st_dev, st->st_ino, src_fd, ti, size, gran,
+                                  start == START_FULL);
     img->src_direct_fd = direct_fd;
     img->mode = st->st_mode;
     img->pst = pst;
     if (start == START_RESUME) {
-        /* Only the extents the crash-safe state marked may differ. */
-        uint64_t per = PERSIST_EXTENT / job->opts->granularity;
+        /* Only the extents the crash-safe state marked may differ.  A
+         * granule may be larger than an extent: each marked extent marks
+         * every granule it touches. */
         uint64_t marked = 0;
         for (uint64_t e = bitmap_next_set(previous, 0); e < bitmap_size(previous);
              e = bitmap_next_set(previous, e + 1)) {
-            bitmap_set_range(img->dirty, e * per, per);
+            uint64_t first = e * PERSIST_EXTENT / gran;
+            uint64_t end = ((e + 1) * PERSIST_EXTENT + gran - 1) / gran;
+            bitmap_set_range(img->dirty, first, end - first);
             marked++;
         }
         uint64_t marked_bytes = MIN(marked * PERSIST_EXTENT, size);
@@ -799,25 +803,28 @@ static bool job_copying(const struct mirror_job *job)
 
 /* With job->lock held: claim a run from some image, round-robin: dirty
  * data first, then what a verify pass has still to compare (*verify). */
-static struct image *pick_work(struct mirror_job *job, struct claim *c, bool *verify)
+static struct image *pick_work(struct mirror_job *job, struct claim *c, bool *verify,
+                               bool *busy)
 {
     guint n = job->images->len;
-    uint64_t max = job->chunk / job->opts->granularity;
-    bool busy, done;
+    bool done;
 
     *verify = false;
+    *busy = false;
     for (guint k = 0; k < n; k++) {
         guint i = (job->next_image + k) % n;
         struct image *img = g_ptr_array_index(job->images, i);
-        if (image_claim(img, max, c, &busy)) {
+        bool img_busy = false;
+        if (image_claim(img, job->chunk / img->granularity, c, &img_busy)) {
             job->next_image = i + 1;
             return image_ref(img);
         }
+        *busy |= img_busy;
     }
     for (guint k = 0; k < n; k++) {
         guint i = (job->next_image + k) % n;
         struct image *img = g_ptr_array_index(job->images, i);
-        if (image_claim_verify(img, max, c, &done)) {
+        if (image_claim_verify(img, job->chunk / img->granularity, c, &done)) {
             job->next_image = i + 1;
             *verify = true;
             return image_ref(img);
@@ -834,7 +841,7 @@ static struct image *pick_work(struct mirror_job *job, struct claim *c, bool *ve
 static void verify_run(struct mirror_job *job, struct image *img, const struct claim *c,
                        char *buf, char *tbuf)
 {
-    uint64_t g = job->opts->granularity;
+    uint64_t g = img->granularity;
     g_autofree bool *differ = g_new0(bool, c->count);
     uint64_t differing = 0;
 
@@ -873,10 +880,14 @@ static gpointer worker_main(gpointer data)
 
         if (job->stopping)
             break;
-        bool verify = false;
+        bool verify = false, busy = false;
         if (job_copying(job))
-            img = pick_work(job, &c, &verify);
+            img = pick_work(job, &c, &verify, &busy);
         if (!img) {
+            /* Dirty granules that another worker is copying: whoever
+             * releases them wakes us (they may be dirty again). */
+            if (busy)
+                job->busy_waiters = true;
             struct timespec until;
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_nsec += IDLE_WAIT_US * 1000;
@@ -914,9 +925,9 @@ static gpointer worker_main(gpointer data)
                 break;
             uint64_t next = c.first + c.count;
             uint64_t hole_granules = (MIN(r.hole_end, (uint64_t)INT64_MAX) -
-                                      next * job->opts->granularity) /
-                                     job->opts->granularity;
-            uint64_t max = MIN(hole_granules, HOLE_RUN_MAX / job->opts->granularity);
+                                      next * img->granularity) /
+                                     img->granularity;
+            uint64_t max = MIN(hole_granules, HOLE_RUN_MAX / img->granularity);
             if (max == 0 || !image_claim_at(img, next, max, &c))
                 break;
         }
@@ -924,8 +935,12 @@ static gpointer worker_main(gpointer data)
         if (backoff)
             g_usleep(backoff);
         pthread_mutex_lock(&job->lock);
-        /* Released granules may be what another worker waits for. */
-        pthread_cond_broadcast(&job->wake);
+        /* Released granules may be what another worker waits for.  Only
+         * then: a wake-up after every copy costs the guest's CPUs. */
+        if (job->busy_waiters) {
+            job->busy_waiters = false;
+            pthread_cond_broadcast(&job->wake);
+        }
     }
     pthread_mutex_unlock(&job->lock);
     free(buf);

@@ -56,6 +56,7 @@ struct mirror_job {
     GThread **worker_threads;
     GThread *manager_thread;
     int idle_workers;      /* atomic: workers waiting on wake */
+    bool busy_waiters;     /* a worker waits for granules in flight */
     bool all_ready_reported;
 
     /* Counters, atomic. */

@@ -21,6 +21,7 @@ struct raw_options {
     char *buf_size;
     char *speed;
     char *workers;
+    char *threads;
     char *auto_after;
     char *copy_mode;
     char *sync;
@@ -47,6 +48,7 @@ static const struct fuse_opt option_table[] = {
     RAW("buf_size", buf_size),
     RAW("speed", speed),
     RAW("workers", workers),
+    RAW("threads", threads),
     RAW("auto_after", auto_after),
     RAW("copy_mode", copy_mode),
     RAW("sync", sync),
@@ -89,6 +91,7 @@ static void raw_clear(struct raw_options *raw)
     free(raw->buf_size);
     free(raw->speed);
     free(raw->workers);
+    free(raw->threads);
     free(raw->auto_after);
     free(raw->copy_mode);
     free(raw->sync);
@@ -138,6 +141,19 @@ const char *error_action_name(enum error_action a)
         }                                                                               \
     } while (0)
 
+/* A decimal number from min to max, nothing else.  0 or -EINVAL. */
+static int parse_count(const char *text, unsigned long min, unsigned long max, unsigned *out)
+{
+    char *end = NULL;
+
+    errno = 0;
+    unsigned long n = strtoul(text, &end, 10);
+    if (errno || end == text || *end || text[0] == '-' || n < min || n > max)
+        return -EINVAL;
+    *out = (unsigned)n;
+    return 0;
+}
+
 static int validate(const struct raw_options *raw, struct mirror_options *opts, char **err)
 {
     uint64_t v;
@@ -148,11 +164,13 @@ static int validate(const struct raw_options *raw, struct mirror_options *opts, 
                                raw->extra_nonopt);
         return -EINVAL;
     }
-    if (raw->granularity) {
+    if (raw->granularity && strcmp(raw->granularity, "auto") == 0) {
+        opts->granularity = 0;
+    } else if (raw->granularity) {
         if (parse_size(raw->granularity, &v) < 0 || v < OPT_MIN_GRANULARITY ||
             v > OPT_MAX_GRANULARITY || (v & (v - 1)) != 0) {
             *err = g_strdup_printf(
-                "granularity=%s: expected a power of two between 4K and 64M",
+                "granularity=%s: expected auto or a power of two between 4K and 64M",
                 raw->granularity);
             return -EINVAL;
         }
@@ -176,29 +194,24 @@ static int validate(const struct raw_options *raw, struct mirror_options *opts, 
         }
         opts->speed = v;
     }
-    if (raw->workers) {
-        char *end = NULL;
-        errno = 0;
-        unsigned long n = strtoul(raw->workers, &end, 10);
-        if (errno || end == raw->workers || *end || raw->workers[0] == '-' || n < 1 ||
-            n > OPT_MAX_WORKERS) {
-            *err = g_strdup_printf("workers=%s: expected a number from 1 to %u",
-                                   raw->workers, OPT_MAX_WORKERS);
-            return -EINVAL;
-        }
-        opts->workers = (unsigned)n;
+    if (raw->workers && parse_count(raw->workers, 1, OPT_MAX_WORKERS, &opts->workers) < 0) {
+        *err = g_strdup_printf("workers=%s: expected a number from 1 to %u", raw->workers,
+                               OPT_MAX_WORKERS);
+        return -EINVAL;
     }
-    if (raw->auto_after) {
-        char *end = NULL;
-        errno = 0;
-        unsigned long n = strtoul(raw->auto_after, &end, 10);
-        if (errno || end == raw->auto_after || *end || raw->auto_after[0] == '-' || n < 1 ||
-            n > 86400) {
-            *err = g_strdup_printf("auto_after=%s: expected seconds, from 1 to 86400",
-                                   raw->auto_after);
-            return -EINVAL;
-        }
-        opts->auto_after_s = (unsigned)n;
+    if (raw->threads && strcmp(raw->threads, "auto") == 0) {
+        opts->threads = 0;
+    } else if (raw->threads &&
+               parse_count(raw->threads, 1, OPT_MAX_THREADS, &opts->threads) < 0) {
+        *err = g_strdup_printf("threads=%s: expected auto or a number from 1 to %u",
+                               raw->threads, OPT_MAX_THREADS);
+        return -EINVAL;
+    }
+    if (raw->auto_after &&
+        parse_count(raw->auto_after, 1, 86400, &opts->auto_after_s) < 0) {
+        *err = g_strdup_printf("auto_after=%s: expected seconds, from 1 to 86400",
+                               raw->auto_after);
+        return -EINVAL;
     }
     ENUM_OPT(raw->copy_mode, copy_mode_names, opts->copy_mode, "copy_mode");
     ENUM_OPT(raw->sync, sync_names, opts->sync, "sync");
@@ -210,11 +223,13 @@ static int validate(const struct raw_options *raw, struct mirror_options *opts, 
     ENUM_OPT(raw->persist, on_off_names, opts->persist, "persist");
 
     /* Like QEMU's mirror: the default buffer grows to hold one granule. */
-    if (!raw->buf_size && opts->buf_size < opts->granularity)
-        opts->buf_size = opts->granularity;
-    if (opts->buf_size < opts->granularity) {
-        *err = g_strdup_printf("buf_size=%s: smaller than the granularity",
-                               raw->buf_size ? raw->buf_size : "16M");
+    uint64_t gmax = opts->granularity ? opts->granularity : OPT_AUTO_MAX_GRANULARITY;
+    if (!raw->buf_size && opts->buf_size < gmax)
+        opts->buf_size = gmax;
+    if (opts->buf_size < gmax) {
+        *err = g_strdup_printf("buf_size=%s: smaller than the granularity%s",
+                               raw->buf_size ? raw->buf_size : "16M",
+                               opts->granularity ? "" : " (auto may choose 64K)");
         return -EINVAL;
     }
     if (raw->target && !raw->target[0]) {
@@ -258,7 +273,7 @@ int options_parse(struct fuse_args *args, struct mirror_options *opts, char **er
     int rc;
 
     memset(opts, 0, sizeof(*opts));
-    opts->granularity = OPT_DEFAULT_GRANULARITY;
+    opts->granularity = 0;
     opts->buf_size = OPT_DEFAULT_BUF_SIZE;
     opts->workers = OPT_DEFAULT_WORKERS;
     opts->auto_after_s = OPT_DEFAULT_AUTO_AFTER;
@@ -301,13 +316,27 @@ void options_clear(struct mirror_options *opts)
 uint64_t options_chunk_size(const struct mirror_options *opts)
 {
     uint64_t chunk = opts->buf_size / opts->workers;
+    uint64_t g = opts->granularity ? opts->granularity : OPT_AUTO_MAX_GRANULARITY;
 
     if (chunk > OPT_MAX_CHUNK)
         chunk = OPT_MAX_CHUNK;
-    chunk -= chunk % opts->granularity;
-    if (chunk < opts->granularity)
-        chunk = opts->granularity;
+    chunk -= chunk % g;
+    if (chunk < g)
+        chunk = g;
     return chunk;
+}
+
+uint64_t options_image_granularity(const struct mirror_options *opts, uint64_t size)
+{
+    uint64_t g = OPT_MIN_GRANULARITY;
+
+    if (opts->granularity)
+        return opts->granularity;
+    if (size == 0)
+        return OPT_AUTO_MAX_GRANULARITY;
+    while (g < OPT_AUTO_MAX_GRANULARITY && (size + g - 1) / g > OPT_AUTO_MAX_GRANULES)
+        g *= 2;
+    return g;
 }
 
 void options_print_usage(const char *progname)
@@ -319,9 +348,12 @@ void options_print_usage(const char *progname)
            "\n"
            "mirrorfs options (each also as --name=value):\n"
            "    -o target=DIR          where the mirror goes (required)\n"
-           "    -o granularity=SIZE    dirty-map unit, power of two 4K..64M (64K)\n"
+           "    -o granularity=SIZE    dirty-map unit: auto, or a power of two 4K..64M;\n"
+           "                           auto: 4K per image up to 64G, then up to 64K (auto)\n"
            "    -o buf_size=SIZE       copy data in flight (16M)\n"
            "    -o workers=N           copy threads, 1..%u (%u)\n"
+           "    -o threads=N           threads serving FUSE requests, 1..%u, or auto:\n"
+           "                           one per CPU, at least 2 (auto)\n"
            "    -o speed=RATE          copy rate limit in bytes/s, K/M/G suffix (0 = none);\n"
            "                           change it live with 'mirrorctl speed MNT RATE'\n"
            "    -o copy_mode=MODE      background | write-blocking | auto (background)\n"
@@ -338,5 +370,5 @@ void options_print_usage(const char *progname)
            "    -o persist=on|off      crash-safe state in state_dir, so that a restart\n"
            "                           resumes instead of copying again (on)\n"
            "\n",
-           progname, OPT_MAX_WORKERS, OPT_DEFAULT_WORKERS);
+           progname, OPT_MAX_WORKERS, OPT_DEFAULT_WORKERS, OPT_MAX_THREADS);
 }

@@ -19,10 +19,15 @@ enum sync_mode { SYNC_FULL, SYNC_NONE };
 enum error_action { ERROR_ACTION_REPORT, ERROR_ACTION_IGNORE, ERROR_ACTION_STOP };
 enum unmount_action { UNMOUNT_COMPLETE, UNMOUNT_CANCEL };
 
-#define OPT_DEFAULT_GRANULARITY (64u * 1024)
+/* granularity=auto (the default): per image, the smallest power of two from
+ * OPT_MIN_GRANULARITY to OPT_AUTO_MAX_GRANULARITY that keeps the image within
+ * OPT_AUTO_MAX_GRANULES granules. */
+#define OPT_AUTO_MAX_GRANULARITY (64u * 1024)
+#define OPT_AUTO_MAX_GRANULES (1ull << 24)
 #define OPT_DEFAULT_BUF_SIZE (16u * 1024 * 1024)
 #define OPT_DEFAULT_WORKERS 4u
 #define OPT_MAX_WORKERS 64u
+#define OPT_MAX_THREADS 1024u
 #define OPT_DEFAULT_AUTO_AFTER 10u
 #define OPT_MIN_GRANULARITY (4u * 1024)
 #define OPT_MAX_GRANULARITY (64u * 1024 * 1024)
@@ -33,10 +38,11 @@ struct mirror_options {
     char *source;    /* as given (g_free) */
     char *target;    /* as given (g_free); NULL when missing */
     char *state_dir; /* NULL: derived from the paths by main.c */
-    uint64_t granularity;
+    uint64_t granularity; /* 0: auto, chosen per image */
     uint64_t buf_size;
     uint64_t speed; /* bytes/s, 0 = unlimited */
     unsigned workers;
+    unsigned threads;      /* FUSE worker threads; 0: auto (one per CPU, at least 2) */
     unsigned auto_after_s; /* copy_mode=auto: switch after this long without progress */
     enum copy_mode copy_mode;
     enum sync_mode sync;
@@ -57,8 +63,14 @@ int options_parse(struct fuse_args *args, struct mirror_options *opts, char **er
 void options_clear(struct mirror_options *opts);
 
 /* The bytes one copy operation moves at most: min(1 MiB, buf_size / workers),
- * rounded down to the granularity, at least one granule. */
+ * rounded down to the granularity (the largest one auto can choose), at
+ * least one granule. */
 uint64_t options_chunk_size(const struct mirror_options *opts);
+
+/* The granularity of an image of size bytes: the one given, or what auto
+ * chooses.  An image that is empty when it is added (created through the
+ * mount) gets the largest auto granularity: its final size is not known. */
+uint64_t options_image_granularity(const struct mirror_options *opts, uint64_t size);
 
 const char *copy_mode_name(enum copy_mode m);
 /* 0 and *out set, or -EINVAL for an unknown name. */

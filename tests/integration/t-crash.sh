@@ -41,9 +41,13 @@ finish_mirror
 assert_eq "$DAEMON_RC" 0 "exit code after resuming"
 assert_trees_equal "$SRC" "$TGT"
 
-# --- 2. kill -9 while a guest writes, at several moments ---
-for delay in 0.3 1.2 2.5; do
-    start_mirror -o workers=2
+# --- 2. kill -9 while a guest writes, at several moments; once with
+# granules larger than the state's 4 MiB extents ---
+for run in 0.3 1.2 2.5 1.2:granularity=8M; do
+    delay=${run%%:*}
+    opts=workers=2
+    [ "$run" != "$delay" ] && opts=$opts,${run#*:}
+    start_mirror -o "$opts"
     wait_phase ready 60
     fio --name=guest --filename="$MNT/a.img" --rw=randwrite --bs=4k --size=96M \
         --direct=1 --ioengine=libaio --iodepth=16 --verify=crc32c --do_verify=0 \
@@ -54,12 +58,12 @@ for delay in 0.3 1.2 2.5; do
     # The guest's writes so far are on the source (the mount answered them).
     crash_daemon
     wait "$fio_pid" 2>/dev/null   # fails with the mount gone: expected
-    start_mirror -o workers=2
-    assert_eq "$(status_get resumed)" state "resumed after a kill at ${delay}s"
+    start_mirror -o "$opts"
+    assert_eq "$(status_get resumed)" state "resumed after a kill at ${delay}s ($opts)"
     wait_phase ready 60
-    log "killed ${delay}s into the guest's writes: the restart copied $(status_get transferred_bytes) bytes"
+    log "killed ${delay}s into the guest's writes ($opts): the restart copied $(status_get transferred_bytes) bytes"
     finish_mirror
-    assert_eq "$DAEMON_RC" 0 "exit code after a kill at ${delay}s"
+    assert_eq "$DAEMON_RC" 0 "exit code after a kill at ${delay}s ($opts)"
     assert_trees_equal "$SRC" "$TGT"
 done
 

@@ -45,9 +45,10 @@ START_TEST(test_defaults)
     ck_assert_str_eq(o.source, "/src");
     ck_assert_str_eq(o.target, "/t");
     ck_assert_ptr_null(o.state_dir);
-    ck_assert_uint_eq(o.granularity, 64 * 1024);
+    ck_assert_uint_eq(o.granularity, 0); /* auto */
     ck_assert_uint_eq(o.buf_size, 16 * 1024 * 1024);
     ck_assert_uint_eq(o.workers, 4);
+    ck_assert_uint_eq(o.threads, 0); /* auto */
     ck_assert_uint_eq(o.speed, 0);
     ck_assert_int_eq(o.copy_mode, COPY_MODE_BACKGROUND);
     ck_assert_int_eq(o.sync, SYNC_FULL);
@@ -66,7 +67,7 @@ START_TEST(test_long_and_short_forms)
     g_autofree char *err = NULL, *left = NULL;
 
     ck_assert_int_eq(parse(&o, &err, &left, "--target=/t", "--granularity=4K",
-                           "-o", "workers=7,buf_size=1M,sync=none,on_unmount=cancel",
+                           "-o", "workers=7,threads=3,buf_size=1M,sync=none,on_unmount=cancel",
                            "-o", "on_target_error=stop,on_source_error=ignore,overwrite",
                            "--state_dir=/s", "-f", "-o", "allow_other", "/src", "/mnt", NULL),
                      0);
@@ -74,6 +75,7 @@ START_TEST(test_long_and_short_forms)
     ck_assert_str_eq(o.state_dir, "/s");
     ck_assert_uint_eq(o.granularity, 4096);
     ck_assert_uint_eq(o.workers, 7);
+    ck_assert_uint_eq(o.threads, 3);
     ck_assert_uint_eq(o.buf_size, 1024 * 1024);
     ck_assert_int_eq(o.sync, SYNC_NONE);
     ck_assert_int_eq(o.on_unmount, UNMOUNT_CANCEL);
@@ -102,6 +104,10 @@ static const struct bad_case bad_cases[] = {
     {"workers=65", "workers=65"},
     {"workers=-1", "workers=-1"},
     {"workers=2x", "workers=2x"},
+    {"threads=0", "threads=0"},
+    {"threads=1025", "expected auto or a number from 1 to 1024"},
+    {"threads=many", "threads=many"},
+    {"granularity=automatic", "granularity=automatic"},
     {"buf_size=abc", "buf_size=abc"},
     {"buf_size=1K", "buf_size=1K"},
     {"sync=partial", "expected full|none"},
@@ -232,6 +238,46 @@ START_TEST(test_chunk_size)
 }
 END_TEST
 
+START_TEST(test_auto_granularity)
+{
+    struct mirror_options o;
+    g_autofree char *err = NULL, *e2 = NULL;
+
+    ck_assert_int_eq(parse(&o, &err, NULL, "-o", "target=/t,granularity=auto", "/s", "/m", NULL),
+                     0);
+    ck_assert_uint_eq(o.granularity, 0);
+    /* 4K while the image has at most 2^24 granules (64 GiB)... */
+    ck_assert_uint_eq(options_image_granularity(&o, 1), 4096);
+    ck_assert_uint_eq(options_image_granularity(&o, 1ull << 30), 4096);
+    ck_assert_uint_eq(options_image_granularity(&o, 64ull << 30), 4096);
+    /* ...then doubling, so that the maps stay at 2^24 bits... */
+    ck_assert_uint_eq(options_image_granularity(&o, (64ull << 30) + 1), 8192);
+    ck_assert_uint_eq(options_image_granularity(&o, 100ull << 30), 8192);
+    ck_assert_uint_eq(options_image_granularity(&o, 1ull << 40), 64 * 1024);
+    /* ...up to 64K; beyond 1 TiB the maps grow instead. */
+    ck_assert_uint_eq(options_image_granularity(&o, 16ull << 40), 64 * 1024);
+    /* An image added empty: its size to come is unknown. */
+    ck_assert_uint_eq(options_image_granularity(&o, 0), 64 * 1024);
+    /* A chunk always holds the largest granule auto may choose. */
+    o.buf_size = 64 * 1024;
+    o.workers = 4;
+    ck_assert_uint_eq(options_chunk_size(&o), 64 * 1024);
+    options_clear(&o);
+
+    /* A granularity that is given applies to every image. */
+    ck_assert_int_eq(parse(&o, &err, NULL, "-o", "target=/t,granularity=16K", "/s", "/m", NULL),
+                     0);
+    ck_assert_uint_eq(options_image_granularity(&o, 1ull << 30), 16384);
+    ck_assert_uint_eq(options_image_granularity(&o, 0), 16384);
+    options_clear(&o);
+
+    /* A buffer that cannot hold what auto may choose is refused. */
+    ck_assert_int_eq(parse(&o, &e2, NULL, "-o", "target=/t,buf_size=32K", "/s", "/m", NULL),
+                     -EINVAL);
+    ck_assert_ptr_nonnull(strstr(e2, "smaller than the granularity"));
+}
+END_TEST
+
 static Suite *options_suite(void)
 {
     Suite *s = suite_create("options");
@@ -244,6 +290,7 @@ static Suite *options_suite(void)
     tcase_add_test(tc, test_help_needs_no_arguments);
     tcase_add_test(tc, test_copy_modes);
     tcase_add_test(tc, test_chunk_size);
+    tcase_add_test(tc, test_auto_granularity);
     tcase_add_test(tc, test_big_granularity_grows_default_buffer);
     tcase_add_test(tc, test_speed);
     suite_add_tcase(s, tc);
