@@ -1317,6 +1317,7 @@ void mirror_snapshot(struct mirror_job *job, struct status_snapshot *s)
         struct image *img = g_ptr_array_index(job->images, i);
         struct image_status *is = &s->image[i];
         is->name = g_strdup(img->name);
+        is->granularity = img->granularity;
         image_counts(img, &is->size, &is->dirty, &is->in_flight);
         is->copied = is->size - MIN(is->size, is->dirty + is->in_flight);
         pthread_mutex_lock(&img->lock);

@@ -120,9 +120,9 @@ char *status_format_text(const struct status_snapshot *s)
         g_string_append_printf(out,
                                " size=%" G_GUINT64_FORMAT " copied=%" G_GUINT64_FORMAT
                                " dirty=%" G_GUINT64_FORMAT " in_flight=%" G_GUINT64_FORMAT
-                               "\n",
+                               " granularity=%" G_GUINT64_FORMAT "\n",
                                (guint64)im->size, (guint64)im->copied, (guint64)im->dirty,
-                               (guint64)im->in_flight);
+                               (guint64)im->in_flight, (guint64)im->granularity);
     }
     return g_string_free(out, FALSE);
 }
@@ -196,6 +196,7 @@ char *status_format_json(const struct status_snapshot *s)
         json_u64(b, "copied", im->copied);
         json_u64(b, "dirty", im->dirty);
         json_u64(b, "in_flight", im->in_flight);
+        json_u64(b, "granularity", im->granularity);
         json_builder_end_object(b);
     }
     json_builder_end_array(b);

@@ -22,6 +22,7 @@ struct image_status {
     uint64_t copied; /* size - dirty - in_flight */
     uint64_t dirty;
     uint64_t in_flight;
+    uint64_t granularity; /* bytes per bit of its dirty map */
 };
 
 struct status_snapshot {

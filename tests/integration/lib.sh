@@ -182,7 +182,7 @@ assert_files_cmp() {
 }
 
 # status_image_field NAME FIELD [STATUSFILE]: FIELD (phase, size, copied,
-# dirty, in_flight) of the `image: NAME ...` line of .mirror/status.
+# dirty, in_flight, granularity) of the `image: NAME ...` line of .mirror/status.
 status_image_field() {
     awk -v n="$1" -v f="$2" '
         $1 == "image:" && $2 == n {

@@ -78,4 +78,32 @@ du_real=$(du -s -B1 "$TGT" | cut -f1)
 [ "$du_app" -ge $(( 5 * 1024 * M )) ] || fail "du --apparent-size of target: $du_app"
 [ "$du_real" -le $(( 40 * M )) ] || fail "du of target: $du_real bytes, expected about 33 MiB"
 assert_clean_stderr
+
+# --- granularity=auto follows each image's size; a given one applies to all ---
+new_scenario gran
+truncate -s 64G "$SRC/g64.img"      # 2^24 granules of 4K
+truncate -s 100G "$SRC/g100.img"    # too many at 4K: 8K
+truncate -s 2T "$SRC/g2t.img"       # 64K at most, however big
+start_mirror
+wait_phase ready 60
+assert_eq "$(status_image_field g64.img granularity)" 4096 "auto granularity of a 64G image"
+assert_eq "$(status_image_field g100.img granularity)" 8192 "auto granularity of a 100G image"
+assert_eq "$(status_image_field g2t.img granularity)" 65536 "auto granularity of a 2T image"
+# A 4K write in the 100G image is copied as one 8K granule.
+tb0=$(status_get transferred_bytes)
+printf 'x%.0s' $(seq 1 4096) | dd of="$MNT/g100.img" bs=4096 seek=1000 conv=notrunc status=none
+wait_synced 30
+assert_eq "$(status_get transferred_bytes)" $(( tb0 + 8192 )) "bytes copied for a 4K write at 8K granularity"
+cmp <(dd if="$SRC/g100.img" bs=4096 skip=1000 count=2 status=none) \
+    <(dd if="$TGT/g100.img" bs=4096 skip=1000 count=2 status=none) || fail "the 4K write did not reach the target"
+finish_mirror
+assert_eq "$DAEMON_RC" 0 "exit code (auto granularity)"
+rm -rf "$TGT" "$STATE"
+mkdir -p "$TGT" "$STATE"
+start_mirror -o granularity=16K
+for img in g64.img g100.img g2t.img; do
+    assert_eq "$(status_image_field $img granularity)" 16384 "granularity=16K for $img"
+done
+finish_mirror
+assert_eq "$DAEMON_RC" 0 "exit code (granularity=16K)"
 exit 0

@@ -62,6 +62,8 @@ for spec in "a.img $A_SIZE" "vm1/b.img $B_SIZE"; do
     assert_eq "$(status_image_field "$1" copied "$T/st1")" "$2" "copied of $1"
     assert_eq "$(status_image_field "$1" dirty "$T/st1")" 0 "dirty of $1"
     assert_eq "$(status_image_field "$1" in_flight "$T/st1")" 0 "in_flight of $1"
+    # granularity=auto: 4K for images of up to 64G.
+    assert_eq "$(status_image_field "$1" granularity "$T/st1")" 4096 "granularity of $1"
 done
 
 # --- status.json: valid JSON with the same content ---
@@ -95,6 +97,7 @@ for name, size in (("a.img", asz), ("vm1/b.img", bsz)):
     want("copied", size, by[name])
     want("dirty", 0, by[name])
     want("in_flight", 0, by[name])
+    want("granularity", 4096, by[name])
 PYEOF
 
 # --- a 64K guest write raises guest_write_bytes by exactly 65536 ---

@@ -44,9 +44,9 @@ static void fill_two_images(struct status_snapshot *s)
     s->n_images = 2;
     s->image = g_new0(struct image_status, 2);
     s->image[0] =
-        (struct image_status){g_strdup("vm1/disk.img"), "ready", 1048576, 1048576, 0, 0};
+        (struct image_status){g_strdup("vm1/disk.img"), "ready", 1048576, 1048576, 0, 0, 4096};
     s->image[1] =
-        (struct image_status){g_strdup("vm 2.raw"), "bulk", 2097152, 0, 2031616, 65536};
+        (struct image_status){g_strdup("vm 2.raw"), "bulk", 2097152, 0, 2031616, 65536, 65536};
 }
 
 static const char expected_text[] = "phase: bulk\n"
@@ -76,9 +76,10 @@ static const char expected_text[] = "phase: bulk\n"
                                     "verify_checked_bytes: 2097152\n"
                                     "verify_differing_bytes: 65536\n"
                                     "image: vm1/disk.img phase=ready size=1048576 "
-                                    "copied=1048576 dirty=0 in_flight=0\n"
+                                    "copied=1048576 dirty=0 in_flight=0 granularity=4096\n"
                                     "image: vm 2.raw phase=bulk size=2097152 "
-                                    "copied=0 dirty=2031616 in_flight=65536\n";
+                                    "copied=0 dirty=2031616 in_flight=65536 "
+                                    "granularity=65536\n";
 
 START_TEST(test_text_exact)
 {
@@ -182,7 +183,8 @@ START_TEST(test_text_escaping)
     ck_assert_uint_eq(g_strv_length(lines), 29);
     ck_assert_str_eq(lines[16], "last_error: write: No space\\nleft \\\\ on device");
     ck_assert_str_eq(lines[27], "image: evil\\nphase: failed \"q\" 'x'\\\\ phase=bulk "
-                                "size=2097152 copied=0 dirty=2031616 in_flight=65536");
+                                "size=2097152 copied=0 dirty=2031616 in_flight=65536 "
+                                "granularity=65536");
     /* The forged "phase: failed" must not reach the start of a line. */
     for (guint i = 1; lines[i]; i++)
         ck_assert(!g_str_has_prefix(lines[i], "phase:"));
@@ -268,6 +270,7 @@ START_TEST(test_json_roundtrip)
     ck_assert_int_eq(obj_int(im, "copied"), 1048576);
     ck_assert_int_eq(obj_int(im, "dirty"), 0);
     ck_assert_int_eq(obj_int(im, "in_flight"), 0);
+    ck_assert_int_eq(obj_int(im, "granularity"), 4096);
     im = json_array_get_object_element(imgs, 1);
     ck_assert_str_eq(obj_str(im, "name"), tricky);
     ck_assert_str_eq(obj_str(im, "phase"), "bulk");
@@ -275,6 +278,7 @@ START_TEST(test_json_roundtrip)
     ck_assert_int_eq(obj_int(im, "copied"), 0);
     ck_assert_int_eq(obj_int(im, "dirty"), 2031616);
     ck_assert_int_eq(obj_int(im, "in_flight"), 65536);
+    ck_assert_int_eq(obj_int(im, "granularity"), 65536);
 
     /* Pretty printed: more than one line. */
     ck_assert_ptr_nonnull(strchr(json, '\n'));
