@@ -752,21 +752,25 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 
 /* ---- operations that may block ------------------------------------------------ */
 
-/* A sync waits for the disk (and, in write-blocking mode, the target), and
- * a flock without LOCK_NB for another process: they run in the pool, so
- * that the few FUSE worker threads keep serving guest I/O meanwhile. */
-enum slow_kind { SLOW_FSYNC, SLOW_FSYNCDIR, SLOW_FLOCK };
+/* A sync waits for the disk (and, in write-blocking mode, the target), a
+ * write-blocking write for the target, and a flock without LOCK_NB for
+ * another process: they run in the pool, so that the few FUSE worker
+ * threads keep serving guest I/O meanwhile. */
+enum slow_kind { SLOW_FSYNC, SLOW_FSYNCDIR, SLOW_FLOCK, SLOW_WRITE };
 
 struct slow_op {
     enum slow_kind kind;
     fuse_req_t req;
     int fd;
     int arg;            /* datasync, or the flock operation */
-    struct image *img;  /* SLOW_FSYNC of an image: a reference */
+    struct image *img;  /* SLOW_FSYNC and SLOW_WRITE of an image: a reference */
+    char *data;         /* SLOW_WRITE: the guest's bytes (g_free) */
+    size_t size;
+    off_t off;
 };
 
-static void slow_submit(struct fs *fs, enum slow_kind kind, fuse_req_t req, int fd, int arg,
-                        struct image *img)
+static struct slow_op *slow_op_new(enum slow_kind kind, fuse_req_t req, int fd, int arg,
+                                   struct image *img)
 {
     struct slow_op *op = g_new0(struct slow_op, 1);
 
@@ -775,8 +779,17 @@ static void slow_submit(struct fs *fs, enum slow_kind kind, fuse_req_t req, int 
     op->fd = fd;
     op->arg = arg;
     op->img = img ? image_ref(img) : NULL;
-    g_thread_pool_push(fs->slow, op, NULL);
+    return op;
 }
+
+static void slow_submit(struct fs *fs, enum slow_kind kind, fuse_req_t req, int fd, int arg,
+                        struct image *img)
+{
+    g_thread_pool_push(fs->slow, slow_op_new(kind, req, fd, arg, img), NULL);
+}
+
+static void write_blocking_run(fuse_req_t req, struct fs *fs, struct image *img, int fd,
+                               const char *data, size_t size, off_t off);
 
 /* flock(2) cannot be interrupted from here, so the wait is a retry that
  * backs off to FLOCK_RETRY_MAX_US and gives up (EINTR) when the request is
@@ -823,10 +836,15 @@ static void slow_main(gpointer data, gpointer user_data)
     case SLOW_FLOCK:
         rc = slow_flock(fs, op->req, op->fd, op->arg);
         break;
+    case SLOW_WRITE:
+        write_blocking_run(op->req, fs, op->img, op->fd, op->data, op->size, op->off);
+        break;
     }
-    fuse_reply_err(op->req, rc);
+    if (op->kind != SLOW_WRITE)
+        fuse_reply_err(op->req, rc);
     if (op->img)
         image_unref(op->img);
+    g_free(op->data);
     g_free(op);
 }
 
@@ -956,24 +974,16 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 /* copy_mode=write-blocking: the write is acknowledged once it is on the
  * source and on the target.  The guest's bytes go to the target as they
- * are; granules the write covers only in part are left to the copier. */
-static void write_blocking(fuse_req_t req, struct fs *fs, struct image *img,
-                           struct fuse_bufvec *in_buf, off_t off, int fd)
+ * are; granules the write covers only in part are left to the copier.
+ * Runs in the pool (write_blocking() hands it over): it waits for the
+ * target, which may be a server on the network. */
+static void write_blocking_run(fuse_req_t req, struct fs *fs, struct image *img, int fd,
+                               const char *data, size_t size, off_t off)
 {
-    size_t size = fuse_buf_size(in_buf);
-    g_autofree char *data = g_malloc(size ? size : 1);
-    struct fuse_bufvec mem = FUSE_BUFVEC_INIT(size);
     struct claim c;
     ssize_t res;
     int trc = 0;
 
-    mem.buf[0].mem = data;
-    res = fuse_buf_copy(&mem, in_buf, 0);
-    if (res < 0) {
-        fuse_reply_err(req, (int)-res);
-        return;
-    }
-    size = (size_t)res;
     image_claim_for_write(img, (uint64_t)off, size, &c);
     mirror_change_begin(fs->job, img, (uint64_t)off, size);
     res = pwrite(fd, data, size, off);
@@ -999,6 +1009,29 @@ static void write_blocking(fuse_req_t req, struct fs *fs, struct image *img,
     mirror_trace_write(fs->job, img, (uint64_t)off, (uint64_t)res);
     mirror_count_guest_write(fs->job, (uint64_t)res);
     fuse_reply_write(req, (size_t)res);
+}
+
+/* The guest's bytes are copied out of the request buffer (the FUSE thread
+ * reuses it) and the rest runs in the pool. */
+static void write_blocking(fuse_req_t req, struct fs *fs, struct image *img,
+                           struct fuse_bufvec *in_buf, off_t off, int fd)
+{
+    size_t size = fuse_buf_size(in_buf);
+    char *data = g_malloc(size ? size : 1);
+    struct fuse_bufvec mem = FUSE_BUFVEC_INIT(size);
+
+    mem.buf[0].mem = data;
+    ssize_t res = fuse_buf_copy(&mem, in_buf, 0);
+    if (res < 0) {
+        g_free(data);
+        fuse_reply_err(req, (int)-res);
+        return;
+    }
+    struct slow_op *op = slow_op_new(SLOW_WRITE, req, fd, 0, img);
+    op->data = data;
+    op->size = (size_t)res;
+    op->off = off;
+    g_thread_pool_push(fs->slow, op, NULL);
 }
 
 static void fs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf,

@@ -4,9 +4,12 @@
 # reader waits in .mirror/trace, a flock waits for another process's lock
 # and fsyncs run: nothing that waits holds the worker.  The waiting readers
 # get the next event, a killed reader is let go at once, the waiting flock
-# gets the lock once it is free, and the mirror ends equal.
+# gets the lock once it is free, and the mirror ends equal.  Then, still
+# with one thread: a write-blocking write that waits seconds for a slow NBD
+# server does not stop reads of another image.
 . "${TESTLIB:-$(dirname "$0")/lib.sh}"
 setup
+command -v nbdkit >/dev/null || fail "nbdkit is not installed (contrib/deps.sh installs it)"
 
 random_file "$SRC/a.img" 16
 random_file "$SRC/b.img" 4
@@ -82,3 +85,36 @@ sleep 0.5
 finish_mirror
 assert_eq "$DAEMON_RC" 0 "exit code"
 assert_trees_equal "$SRC" "$TGT"
+
+# --- a write-blocking write waits for a slow target in the pool ---
+new_scenario slow
+EXP=$T/slow/exports
+SOCK=$T/slow/nbd.sock
+mkdir -p "$EXP"
+random_file "$SRC/a.img" 1
+random_file "$SRC/b.img" 1
+truncate -s 1M "$EXP/a.img" "$EXP/b.img"
+nbdkit -f -U "$SOCK" --filter=delay file dir="$EXP" wdelay=5 >"$T/nbdkit.log" 2>&1 &
+nbdkit=$!
+EXTRA_PIDS+=($nbdkit)
+for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
+[ -S "$SOCK" ] || fail "nbdkit did not listen on $SOCK"
+TGT="nbd+unix:///{name}?socket=$SOCK"
+start_mirror -o threads=1
+"$MIRRORCTL" wait --ready --timeout 60 "$MNT" || fail "not ready behind the slow server"
+"$MIRRORCTL" copy-mode "$MNT" write-blocking || fail "copy-mode write-blocking"
+head -c 4096 /dev/urandom > "$T/w"
+dd if="$T/w" of="$MNT/a.img" bs=4096 seek=7 conv=notrunc status=none &
+writer=$!
+EXTRA_PIDS+=($writer)
+sleep 0.5
+kill -0 "$writer" 2>/dev/null || fail "the write-blocking write did not wait for the server"
+# The server holds that write for 5 s; meanwhile the only FUSE thread serves.
+timeout 3 cmp "$SRC/b.img" "$MNT/b.img" ||
+    fail "a read of another image waited for the write-blocking write"
+wait "$writer" || fail "the write-blocking write failed"
+cmp <(dd if="$EXP/a.img" bs=4096 skip=7 count=1 status=none) "$T/w" ||
+    fail "the acknowledged write-blocking write is not on the target"
+finish_mirror_within 60
+assert_result completed 0
+assert_files_cmp "$SRC/a.img" "$EXP/a.img" "a.img behind the slow server"
