@@ -5,6 +5,7 @@
 #include "linelog.h"
 #include "mirror.h"
 #include "status.h"
+#include "util.h"
 
 #include <errno.h>
 #include <glib.h>
@@ -206,13 +207,7 @@ static gpointer readers_main(gpointer data)
     pthread_mutex_lock(&r->lock);
     while (!r->stopping || !g_queue_is_empty(&r->waiting)) {
         if (!r->poke && !r->stopping) {
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += READERS_TICK_US * 1000;
-            if (until.tv_nsec >= 1000000000) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000;
-            }
+            struct timespec until = cond_deadline(CLOCK_REALTIME, READERS_TICK_US * 1000ull);
             pthread_cond_timedwait(&r->cond, &r->lock, &until);
         }
         r->poke = false;

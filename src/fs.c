@@ -49,7 +49,6 @@ struct fs_inode {
 
 struct fs {
     struct mirror_job *job;
-    struct fuse_session *se;
     struct ctl_readers *readers; /* waiting reads of events and trace */
     GThreadPool *slow;           /* operations that may block: struct slow_op */
     int stopping;                /* atomic: fs_stop() was called */
@@ -756,14 +755,14 @@ static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
  * write-blocking write for the target, and a flock without LOCK_NB for
  * another process: they run in the pool, so that the few FUSE worker
  * threads keep serving guest I/O meanwhile. */
-enum slow_kind { SLOW_FSYNC, SLOW_FSYNCDIR, SLOW_FLOCK, SLOW_WRITE };
+enum slow_kind { SLOW_FSYNC, SLOW_FLOCK, SLOW_WRITE };
 
 struct slow_op {
     enum slow_kind kind;
     fuse_req_t req;
     int fd;
     int arg;            /* datasync, or the flock operation */
-    struct image *img;  /* SLOW_FSYNC and SLOW_WRITE of an image: a reference */
+    struct image *img;  /* SLOW_FSYNC of an image, SLOW_WRITE: a reference */
     char *data;         /* SLOW_WRITE: the guest's bytes (g_free) */
     size_t size;
     off_t off;
@@ -819,10 +818,7 @@ static void slow_main(gpointer data, gpointer user_data)
     int rc = 0;
 
     switch (op->kind) {
-    case SLOW_FSYNCDIR:
-        rc = (op->arg ? fdatasync(op->fd) : fsync(op->fd)) < 0 ? errno : 0;
-        break;
-    case SLOW_FSYNC:
+    case SLOW_FSYNC: /* of a file or a directory */
         rc = (op->arg ? fdatasync(op->fd) : fsync(op->fd)) < 0 ? errno : 0;
         /* Invariant 8: in write-blocking mode the guest's flush makes its
          * writes durable on the target too.  A target failure is the job's
@@ -857,7 +853,7 @@ static void fs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
         fuse_reply_err(req, 0);
         return;
     }
-    slow_submit(fs_of(req), SLOW_FSYNCDIR, req, d->fd, datasync, NULL);
+    slow_submit(fs_of(req), SLOW_FSYNC, req, d->fd, datasync, NULL);
 }
 
 /* ---- files -------------------------------------------------------------------- */
@@ -1245,11 +1241,6 @@ static const struct fuse_lowlevel_ops ops = {
     .fallocate = fs_fallocate,
     .lseek = fs_lseek,
 };
-
-void fs_set_session(struct fs *fs, struct fuse_session *se)
-{
-    fs->se = se;
-}
 
 const struct fuse_lowlevel_ops *fs_ops(void)
 {

@@ -22,8 +22,6 @@ void fs_start(struct fs *fs);
  * session is destroyed.  fs_free() calls it too. */
 void fs_stop(struct fs *fs);
 void fs_free(struct fs *fs);
-/* The session, so that blocked readers of .mirror/events can see it end. */
-void fs_set_session(struct fs *fs, struct fuse_session *se);
 const struct fuse_lowlevel_ops *fs_ops(void);
 
 #endif

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "linelog.h"
+#include "util.h"
 
 #include <glib.h>
 #include <pthread.h>
@@ -131,11 +132,7 @@ size_t linelog_read(struct linelog *log, uint64_t *cursor, char *buf, size_t siz
 
     pthread_mutex_lock(&log->lock);
     if (wait_ns > 0 && *cursor >= log->next) {
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        uint64_t ns = (uint64_t)until.tv_nsec + wait_ns;
-        until.tv_sec += (time_t)(ns / 1000000000ull);
-        until.tv_nsec = (long)(ns % 1000000000ull);
+        struct timespec until = cond_deadline(CLOCK_MONOTONIC, wait_ns);
         pthread_cond_timedwait(&log->more, &log->lock, &until);
     }
     if (*cursor < log->oldest) {

@@ -281,7 +281,6 @@ int main(int argc, char *argv[])
     fs = fs_new(job, root_fd);
     se = new_session(&args, fs);
 
-    fs_set_session(fs, se);
     if (fuse_set_signal_handlers(se) != 0)
         die("cannot set signal handlers");
     if (fuse_session_mount(se, cmd.mountpoint) != 0)

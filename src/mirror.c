@@ -36,7 +36,7 @@
  * stays marked instead of costing a synchronous state write again and
  * again (DRBD's activity log keeps hot extents the same way). */
 #define STATE_QUIET_SWEEPS 3
-#define IDLE_WAIT_US (100 * 1000) /* READY_SLICE in image.c */
+#define IDLE_WAIT_US (100 * 1000) /* image_mark_dirty() relies on it once ready */
 #define IGNORE_BACKOFF_MIN_US (100 * 1000)
 #define IGNORE_BACKOFF_MAX_US (5 * 1000 * 1000)
 /* Under on_*_error=ignore a drain gives up after this many failures in a
@@ -599,12 +599,8 @@ static void throttle(struct mirror_job *job, uint64_t n)
     unsigned gen = job->speed_gen;
     while (now < until && gen == job->speed_gen && !job->stopping &&
            (job->state == JOB_RUNNING || job->state == JOB_DRAINING)) {
-        struct timespec ts;
-        uint64_t slice = MIN(until - now, 100 * 1000 * 1000ull);
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + slice;
-        ts.tv_sec += (time_t)(ns / 1000000000ull);
-        ts.tv_nsec = (long)(ns % 1000000000ull);
+        struct timespec ts =
+            cond_deadline(CLOCK_REALTIME, MIN(until - now, 100 * 1000 * 1000ull));
         pthread_cond_timedwait(&job->wake, &job->lock, &ts);
         now = now_ns();
     }
@@ -888,13 +884,7 @@ static gpointer worker_main(gpointer data)
              * releases them wakes us (they may be dirty again). */
             if (busy)
                 job->busy_waiters = true;
-            struct timespec until;
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_nsec += IDLE_WAIT_US * 1000;
-            if (until.tv_nsec >= 1000000000) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000;
-            }
+            struct timespec until = cond_deadline(CLOCK_REALTIME, IDLE_WAIT_US * 1000ull);
             g_atomic_int_inc(&job->idle_workers);
             pthread_cond_timedwait(&job->wake, &job->lock, &until);
             g_atomic_int_dec_and_test(&job->idle_workers);

@@ -141,6 +141,12 @@ const char *error_action_name(enum error_action a)
         }                                                                               \
     } while (0)
 
+/* The largest granularity an image can get. */
+static uint64_t max_granularity(const struct mirror_options *opts)
+{
+    return opts->granularity ? opts->granularity : OPT_AUTO_MAX_GRANULARITY;
+}
+
 /* A decimal number from min to max, nothing else.  0 or -EINVAL. */
 static int parse_count(const char *text, unsigned long min, unsigned long max, unsigned *out)
 {
@@ -223,7 +229,7 @@ static int validate(const struct raw_options *raw, struct mirror_options *opts, 
     ENUM_OPT(raw->persist, on_off_names, opts->persist, "persist");
 
     /* Like QEMU's mirror: the default buffer grows to hold one granule. */
-    uint64_t gmax = opts->granularity ? opts->granularity : OPT_AUTO_MAX_GRANULARITY;
+    uint64_t gmax = max_granularity(opts);
     if (!raw->buf_size && opts->buf_size < gmax)
         opts->buf_size = gmax;
     if (opts->buf_size < gmax) {
@@ -316,7 +322,7 @@ void options_clear(struct mirror_options *opts)
 uint64_t options_chunk_size(const struct mirror_options *opts)
 {
     uint64_t chunk = opts->buf_size / opts->workers;
-    uint64_t g = opts->granularity ? opts->granularity : OPT_AUTO_MAX_GRANULARITY;
+    uint64_t g = max_granularity(opts);
 
     if (chunk > OPT_MAX_CHUNK)
         chunk = OPT_MAX_CHUNK;

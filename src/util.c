@@ -125,6 +125,17 @@ uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+struct timespec cond_deadline(clockid_t clk, uint64_t ns)
+{
+    struct timespec ts;
+
+    clock_gettime(clk, &ts);
+    ns += (uint64_t)ts.tv_nsec;
+    ts.tv_sec += (time_t)(ns / 1000000000ull);
+    ts.tv_nsec = (long)(ns % 1000000000ull);
+    return ts;
+}
+
 bool path_is_within(const char *a, const char *b)
 {
     size_t len = strlen(a);

@@ -4,6 +4,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Parse a size: digits with an optional K, M, G or T suffix (binary
  * multiples; a trailing "B" or "iB" is accepted, case-insensitive).
@@ -19,6 +20,11 @@ char *format_size_human(uint64_t n, char *buf);
 
 /* Monotonic clock in nanoseconds. */
 uint64_t now_ns(void);
+
+/* The time ns nanoseconds from now on clock clk, as pthread_cond_timedwait()
+ * wants it (CLOCK_REALTIME for a condition variable with default
+ * attributes). */
+struct timespec cond_deadline(clockid_t clk, uint64_t ns);
 
 /* True when path b is a or below a (both absolute and canonical). */
 bool path_is_within(const char *a, const char *b);
