@@ -312,6 +312,18 @@ finish_mirror_within() {
     wait_daemon_exit "$1"
 }
 
+# wait_socket PATH PID [LOG]: until the server (pid PID) listens on the unix
+# socket PATH; fails (with the tail of LOG) if it exits or takes over 5 s.
+wait_socket() {
+    local i why
+    for i in $(seq 1 100); do
+        [ -S "$1" ] && return 0
+        kill -0 "$2" 2>/dev/null || { why="the server (pid $2) exited before listening on $1"; break; }
+        sleep 0.05
+    done
+    fail "${why:-no server listening on $1 after 5 s}${3:+: $(tail -n 3 "$3" 2>/dev/null)}"
+}
+
 # result_get KEY: the value of KEY in $STATE/result (the final status).
 result_get() {
     [ -f "$STATE/result" ] || fail "$STATE/result is missing"

@@ -18,16 +18,6 @@ done
 
 M=1048576
 
-wait_socket() {
-    local i
-    for i in $(seq 1 100); do
-        [ -S "$1" ] && return 0
-        kill -0 "$2" 2>/dev/null || fail "NBD server (pid $2) exited before listening on $1"
-        sleep 0.05
-    done
-    fail "no NBD server on $1 after 5 s"
-}
-
 # expect_refused NAME PATTERN -- mirrorfs arguments...: exit 1, exactly one
 # stderr line, starting with `mirrorfs: ` and matching PATTERN (grep -E),
 # nothing mounted at MNT.

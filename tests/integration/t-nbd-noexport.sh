@@ -13,8 +13,7 @@ EXP=$T/exports SOCK=$T/nbd.sock
 mkdir -p "$EXP"
 nbdkit -f -U "$SOCK" file dir="$EXP" >"$T/nbdkit.log" 2>&1 &
 EXTRA_PIDS+=($!)
-for i in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
-[ -S "$SOCK" ] || fail "nbdkit did not listen: $(cat "$T/nbdkit.log")"
+wait_socket "$SOCK" $! "$T/nbdkit.log"
 
 random_file "$SRC/a.img" 8
 truncate -s 8M "$EXP/a.img"

@@ -21,13 +21,7 @@ start_server() {
     qemu-nbd -t -f raw -x vm.img -k "$SOCK" "$EXP/vm.raw" >>"$T/qemu-nbd.log" 2>&1 &
     QNBD=$!
     EXTRA_PIDS+=("$QNBD")
-    local i
-    for i in $(seq 1 100); do
-        [ -S "$SOCK" ] && return 0
-        kill -0 "$QNBD" 2>/dev/null || fail "qemu-nbd exited: $(tail -n 2 "$T/qemu-nbd.log")"
-        sleep 0.05
-    done
-    fail "qemu-nbd did not listen on $SOCK"
+    wait_socket "$SOCK" "$QNBD" "$T/qemu-nbd.log"
 }
 
 kill_server() {

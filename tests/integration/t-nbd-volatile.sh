@@ -17,12 +17,7 @@ start_server() {
         >>"$T/nbdkit.log" 2>&1 &
     NBDKIT=$!
     EXTRA_PIDS+=("$NBDKIT")
-    local i
-    for i in $(seq 1 100); do
-        [ -S "$SOCK" ] && return 0
-        sleep 0.05
-    done
-    fail "nbdkit did not listen: $(tail -n 3 "$T/nbdkit.log")"
+    wait_socket "$SOCK" "$NBDKIT" "$T/nbdkit.log"
 }
 
 random_file "$SRC/vm.img" 32

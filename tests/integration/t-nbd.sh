@@ -20,17 +20,6 @@ EXP=$T/exports
 SOCK=$T/nbd.sock
 mkdir -p "$EXP" "$SRC/disks"
 
-# wait_socket PATH PID: until the server (pid PID) listens on PATH.
-wait_socket() {
-    local i
-    for i in $(seq 1 100); do
-        [ -S "$1" ] && return 0
-        kill -0 "$2" 2>/dev/null || fail "NBD server (pid $2) exited before listening on $1"
-        sleep 0.05
-    done
-    fail "no NBD server on $1 after 5 s"
-}
-
 # Sources.
 random_file "$SRC/vm1.img" 32
 truncate -s 24M "$SRC/disks/vm2.img"

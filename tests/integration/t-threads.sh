@@ -97,8 +97,7 @@ truncate -s 1M "$EXP/a.img" "$EXP/b.img"
 nbdkit -f -U "$SOCK" --filter=delay file dir="$EXP" wdelay=5 >"$T/nbdkit.log" 2>&1 &
 nbdkit=$!
 EXTRA_PIDS+=($nbdkit)
-for _ in $(seq 1 100); do [ -S "$SOCK" ] && break; sleep 0.05; done
-[ -S "$SOCK" ] || fail "nbdkit did not listen on $SOCK"
+wait_socket "$SOCK" "$nbdkit" "$T/nbdkit.log"
 TGT="nbd+unix:///{name}?socket=$SOCK"
 start_mirror -o threads=1
 "$MIRRORCTL" wait --ready --timeout 60 "$MNT" || fail "not ready behind the slow server"
