@@ -155,10 +155,3 @@ out:
     pthread_mutex_unlock(&log->lock);
     return used;
 }
-
-void linelog_wake(struct linelog *log)
-{
-    pthread_mutex_lock(&log->lock);
-    pthread_cond_broadcast(&log->more);
-    pthread_mutex_unlock(&log->lock);
-}

@@ -46,7 +46,4 @@ size_t linelog_read(struct linelog *log, uint64_t *cursor, char *buf, size_t siz
 typedef void (*linelog_notify_fn)(void *data);
 void linelog_set_notify(struct linelog *log, linelog_notify_fn fn, void *data);
 
-/* Wake every waiting reader (their read returns what is there, maybe 0). */
-void linelog_wake(struct linelog *log);
-
 #endif
