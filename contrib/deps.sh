@@ -8,7 +8,7 @@ MIRRORFS_PACKAGES=(
     build-essential autoconf automake pkg-config
     libfuse3-dev fuse3 libglib2.0-dev libjson-glib-dev check
     fio qemu-utils python3 util-linux kmod
-    libnbd-dev nbdkit qemu-system-common
+    libnbd-dev libnbd-bin nbdkit qemu-system-common
 )
 
 mirrorfs_install_deps() {
