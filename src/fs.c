@@ -12,6 +12,7 @@
 #include "control.h"
 #include "image.h"
 #include "mirror.h"
+#include "ns.h"
 #include "target.h"
 
 #include <dirent.h>
@@ -29,6 +30,8 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 /* The kernel may cache names and attributes this long: only this daemon
@@ -43,7 +46,11 @@ struct fs_inode {
     uint64_t nlookup;     /* fs->lock */
     enum ctl_node ctl;    /* CTL_NONE for real files */
     bool is_dir;
-    char *path;           /* directories: path inside SOURCE ("" = top); job->ns_lock */
+    /* Path inside SOURCE ("" = top) under which it was last looked up, for
+     * mirroring its metadata; NULL once that name is gone (another name of
+     * a hard-linked file is not known: the completion audit covers it).
+     * job->ns_lock. */
+    char *path;
     struct image *img;    /* regular files; set once, fs->lock */
 };
 
@@ -102,6 +109,74 @@ static char *proc_path(int fd)
     return g_strdup_printf("/proc/self/fd/%d", fd);
 }
 
+/* ---- the caller's identity ----------------------------------------------- */
+
+/* Changes of the namespace and of attributes are made in SOURCE with the
+ * caller's file system identity (fsuid, fsgid, supplementary groups), as
+ * bindfs and fuse-overlayfs do: the source's file system then gives a new
+ * entry the caller as owner and the group its rules choose (a setgid
+ * directory's), clears S_ISGID where a local chmod would, and checks
+ * permissions once more, as it would for a local program.  The identity is
+ * per thread: raw system calls, since glibc's setgroups() changes every
+ * thread of the process. */
+struct caller {
+    bool active;
+};
+
+static uid_t daemon_uid;
+static gid_t daemon_gid;
+static gid_t *daemon_groups;
+static int daemon_ngroups;
+
+static void caller_init(void)
+{
+    daemon_uid = geteuid();
+    daemon_gid = getegid();
+    daemon_ngroups = getgroups(0, NULL);
+    if (daemon_ngroups > 0) {
+        daemon_groups = g_new(gid_t, daemon_ngroups);
+        daemon_ngroups = getgroups(daemon_ngroups, daemon_groups);
+    }
+    if (daemon_ngroups < 0)
+        daemon_ngroups = 0;
+}
+
+static void caller_begin(fuse_req_t req, struct caller *c)
+{
+    const struct fuse_ctx *ctx = fuse_req_ctx(req);
+    gid_t small[32];
+    g_autofree gid_t *big = NULL;
+    gid_t *groups = small;
+
+    c->active = false;
+    /* Only root can take another identity, and root's own requests need
+     * none. */
+    if (daemon_uid != 0 || (ctx->uid == daemon_uid && ctx->gid == daemon_gid))
+        return;
+    int n = fuse_req_getgroups(req, G_N_ELEMENTS(small), small);
+    if (n > (int)G_N_ELEMENTS(small)) {
+        groups = big = g_new(gid_t, n);
+        n = fuse_req_getgroups(req, n, big);
+    }
+    if (n < 0)
+        n = 0;
+    syscall(SYS_setgroups, (size_t)n, groups);
+    syscall(SYS_setfsgid, ctx->gid);
+    syscall(SYS_setfsuid, ctx->uid);
+    c->active = true;
+}
+
+static void caller_end(struct caller *c)
+{
+    if (!c->active)
+        return;
+    int saved = errno;
+    syscall(SYS_setfsuid, daemon_uid);
+    syscall(SYS_setfsgid, daemon_gid);
+    syscall(SYS_setgroups, (size_t)daemon_ngroups, daemon_groups);
+    errno = saved;
+}
+
 static void slow_main(gpointer data, gpointer user_data);
 
 /* Most threads the slow operations can occupy at once. */
@@ -113,6 +188,7 @@ struct fs *fs_new(struct mirror_job *job, int root_fd)
     struct stat st;
 
     fs->job = job;
+    caller_init();
     pthread_mutex_init(&fs->lock, NULL);
     fs->inodes = g_hash_table_new(inode_hash, inode_equal);
     fs->root.fd = root_fd;
@@ -232,9 +308,13 @@ static int do_lookup(struct fs *fs, struct fs_inode *parent, const char *name,
         inode->ino = st.st_ino;
         inode->nlookup = 1;
         inode->is_dir = S_ISDIR(st.st_mode);
-        if (inode->is_dir)
-            inode->path = child_path(parent, name);
+        inode->path = child_path(parent, name);
         g_hash_table_add(fs->inodes, inode);
+    }
+    if (!inode->is_dir) {
+        /* A file with several names: the one used last. */
+        g_free(inode->path);
+        inode->path = child_path(parent, name);
     }
     bool need_image = S_ISREG(st.st_mode) && !inode->img;
     pthread_mutex_unlock(&fs->lock);
@@ -320,6 +400,11 @@ static void fs_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_dat
     fuse_reply_none(req);
 }
 
+static int fstat_inode(struct fs_inode *i, struct stat *st)
+{
+    return fstatat(i->fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}
+
 static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct fs_inode *i = get_inode(req, ino);
@@ -337,11 +422,52 @@ static void fs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     fuse_reply_attr(req, &st, ATTR_TIMEOUT);
 }
 
+static void mirror_path(struct fs *fs, const char *path, unsigned flags);
+
+/* A truncate through the mount: the source's size, the maps and the
+ * target's size change as one step with respect to guest writes (the
+ * image's io lock), so that no write lands between the source's truncate
+ * and the image's (doc/design.md). */
+static int truncate_image(struct fs *fs, struct fs_inode *i, struct fuse_file_info *fi,
+                          const char *proc, off_t size)
+{
+    uint64_t old = 0, d, f, lo = 0, span = 0;
+    int rc;
+
+    if (!i->img)
+        return (fi ? ftruncate((int)fi->fh, size) : truncate(proc, size)) < 0 ? -errno : 0;
+    image_resize_begin(i->img);
+    /* Between the old and the new end the content changes. */
+    image_counts(i->img, &old, &d, &f);
+    lo = MIN(old, (uint64_t)size);
+    span = MAX(old, (uint64_t)size) - lo;
+    if (span)
+        mirror_change_begin(fs->job, i->img, lo, span);
+    rc = (fi ? ftruncate((int)fi->fh, size) : truncate(proc, size)) < 0 ? -errno : 0;
+    if (rc == 0) {
+        /* After the source changed: the target follows (invariant 4: its
+         * failure is reported by the job, not to the guest). */
+        int trc = image_resize(i->img, (uint64_t)size);
+        if (trc < 0)
+            report_image(fs, i->img, "cannot truncate on the target", trc);
+        /* A grown tail reads as zeroes: dirty for the copier, whatever the
+         * target's truncate did.  (A cut leaves nothing to copy.) */
+        if (span && (uint64_t)size > old)
+            image_mark_dirty(i->img, lo, span);
+    }
+    if (span)
+        mirror_change_end(fs->job, i->img, lo, span);
+    image_resize_end(i->img);
+    return rc;
+}
+
 static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid,
                        struct fuse_file_info *fi)
 {
+    struct fs *fs = fs_of(req);
     struct fs_inode *i = get_inode(req, ino);
     g_autofree char *proc = NULL;
+    struct caller c;
     int rc = 0;
 
     if (i->ctl != CTL_NONE) {
@@ -352,48 +478,32 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
         return;
     }
     proc = proc_path(i->fd);
-    if (valid & FUSE_SET_ATTR_MODE) {
-        rc = fi ? fchmod((int)fi->fh, attr->st_mode) : chmod(proc, attr->st_mode);
-        if (rc < 0)
-            goto err;
-    }
+    /* The kernel clears setuid and setgid bits after a write, a truncate
+     * or a chown by sending the mode without them, in the name of whoever
+     * wrote, who need not own the file: clearing them is made as the
+     * daemon. */
+    struct stat cur;
+    bool kill_priv = valid == FUSE_SET_ATTR_MODE && fstat_inode(i, &cur) == 0 &&
+                     (cur.st_mode & 07777 & ~(mode_t)(S_ISUID | S_ISGID)) ==
+                         (attr->st_mode & 07777 & ~(mode_t)(S_ISUID | S_ISGID)) &&
+                     !(attr->st_mode & ~cur.st_mode & (S_ISUID | S_ISGID));
+    if (!kill_priv)
+        caller_begin(req, &c);
+    else
+        c.active = false;
     if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
         uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : (uid_t)-1;
         gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : (gid_t)-1;
-        rc = fchownat(i->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-        if (rc < 0)
-            goto err;
+        rc = fchownat(i->fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
     }
-    if (valid & FUSE_SET_ATTR_SIZE) {
-        uint64_t old = 0, d, f, lo = 0, span = 0;
-        if (i->img) {
-            /* Between the old and the new end the content changes. */
-            image_counts(i->img, &old, &d, &f);
-            lo = MIN(old, (uint64_t)attr->st_size);
-            span = MAX(old, (uint64_t)attr->st_size) - lo;
-            if (span)
-                mirror_change_begin(fs_of(req)->job, i->img, lo, span);
-        }
-        rc = fi ? ftruncate((int)fi->fh, attr->st_size) : truncate(proc, attr->st_size);
-        int saved = errno;
-        if (rc == 0 && i->img) {
-            /* After the source changed: the target follows (invariant 4:
-             * its failure is reported by the job, not to the guest). */
-            int trc = image_resize(i->img, (uint64_t)attr->st_size);
-            if (trc < 0)
-                report_image(fs_of(req), i->img, "cannot truncate on the target", trc);
-            /* A grown tail reads as zeroes: dirty for the copier, whatever
-             * the target's truncate did.  (A cut leaves nothing to copy.) */
-            if (span && (uint64_t)attr->st_size > old)
-                image_mark_dirty(i->img, lo, span);
-        }
-        if (i->img && span)
-            mirror_change_end(fs_of(req)->job, i->img, lo, span);
-        errno = saved;
-        if (rc < 0)
-            goto err;
-    }
-    if (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+    /* After the owner: a chown clears setuid and setgid bits, which a mode
+     * given with it sets again. */
+    if (rc == 0 && (valid & FUSE_SET_ATTR_MODE))
+        rc = (fi ? fchmod((int)fi->fh, attr->st_mode) : chmod(proc, attr->st_mode)) < 0 ? -errno
+                                                                                        : 0;
+    if (rc == 0 && (valid & FUSE_SET_ATTR_SIZE))
+        rc = truncate_image(fs, i, fi, proc, attr->st_size);
+    if (rc == 0 && (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
         struct timespec tv[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_nsec = UTIME_OMIT}};
         if (valid & FUSE_SET_ATTR_ATIME_NOW)
             tv[0].tv_nsec = UTIME_NOW;
@@ -403,14 +513,21 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
             tv[1].tv_nsec = UTIME_NOW;
         else if (valid & FUSE_SET_ATTR_MTIME)
             tv[1] = attr->st_mtim;
-        rc = fi ? futimens((int)fi->fh, tv) : utimensat(AT_FDCWD, proc, tv, 0);
-        if (rc < 0)
-            goto err;
+        rc = (fi ? futimens((int)fi->fh, tv) : utimensat(AT_FDCWD, proc, tv, 0)) < 0 ? -errno : 0;
+    }
+    caller_end(&c);
+    if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_SIZE |
+                 FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+        /* Even after a failure: a step before it may have changed something. */
+        pthread_mutex_lock(&fs->job->ns_lock);
+        mirror_path(fs, i->path, 0);
+        pthread_mutex_unlock(&fs->job->ns_lock);
+    }
+    if (rc < 0) {
+        fuse_reply_err(req, -rc);
+        return;
     }
     fs_getattr(req, ino, fi);
-    return;
-err:
-    fuse_reply_err(req, errno);
 }
 
 static void fs_readlink(fuse_req_t req, fuse_ino_t ino)
@@ -451,25 +568,44 @@ static bool reserved(struct fs *fs, struct fs_inode *parent, const char *name)
     return parent->ctl != CTL_NONE || (is_root(fs, parent) && strcmp(name, CTL_DIR_NAME) == 0);
 }
 
-static void report_target(struct fs *fs, int rc, const char *what, const char *name)
+/* The target's entry at path made like the source's (ns.c): after every
+ * change of the namespace or of metadata through the mount.  ns_lock held.
+ * Nothing to do for an NBD target, which keeps image data only. */
+static void mirror_path(struct fs *fs, const char *path, unsigned flags)
 {
-    if (rc < 0)
-        mirror_report_error(fs->job, "%s: cannot %s on the target: %s", name, what,
-                            g_strerror(-rc));
+    if (fs->job->ns && path)
+        ns_sync(fs->job->ns, path, flags);
+}
+
+/* The inode known by (dev, ino), if the kernel holds it.  fs->lock. */
+static struct fs_inode *find_inode_locked(struct fs *fs, dev_t dev, ino_t ino)
+{
+    struct fs_inode key = {.dev = dev, .ino = ino};
+
+    return g_hash_table_lookup(fs->inodes, &key);
+}
+
+/* A name that is gone: the inode it belonged to no longer has it. */
+static void forget_path(struct fs *fs, const struct stat *st, const char *path)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct fs_inode *i = find_inode_locked(fs, st->st_dev, st->st_ino);
+    if (i && i->path && strcmp(i->path, path) == 0)
+        g_clear_pointer(&i->path, g_free);
+    pthread_mutex_unlock(&fs->lock);
 }
 
 enum node_kind { NODE_DIR, NODE_MKNOD, NODE_SYMLINK };
 
-/* mkdir, mknod and symlink: make the entry in the source, its twin on the
- * target (a regular file made by mknod becomes an image in do_lookup();
- * devices and FIFOs are served but not mirrored), reply with the entry. */
+/* mkdir, mknod and symlink: made in the source as the caller, then on the
+ * target (a regular file made by mknod becomes an image in do_lookup()). */
 static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
                       enum node_kind kind, mode_t mode, dev_t rdev, const char *link)
 {
     struct fs *fs = fs_of(req);
     struct fs_inode *p = get_inode(req, parent);
-    struct target *t = fs->job->target;
     struct fuse_entry_param e;
+    struct caller c;
     int rc;
 
     if (reserved(fs, p, name)) {
@@ -477,6 +613,7 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
         return;
     }
     pthread_mutex_lock(&fs->job->ns_lock);
+    caller_begin(req, &c);
     if (kind == NODE_DIR)
         rc = mkdirat(p->fd, name, mode);
     else if (kind == NODE_MKNOD)
@@ -484,13 +621,14 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
     else
         rc = symlinkat(link, p->fd, name);
     rc = rc < 0 ? -errno : 0;
+    caller_end(&c);
     if (rc == 0) {
         g_autofree char *path = child_path(p, name);
-        if (kind == NODE_DIR)
-            report_target(fs, t->ops->mkdir(t, path, mode), "create the directory", path);
-        else if (kind == NODE_SYMLINK)
-            report_target(fs, t->ops->symlink(t, link, path), "create the symlink", path);
         rc = do_lookup(fs, p, name, &e, true);
+        if (kind == NODE_SYMLINK && fs->job->ns)
+            ns_sync_symlink(fs->job->ns, path, link);
+        else
+            mirror_path(fs, path, 0);
     }
     pthread_mutex_unlock(&fs->job->ns_lock);
     if (rc < 0)
@@ -515,16 +653,44 @@ static void fs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, cons
     make_node(req, parent, name, NODE_SYMLINK, 0, 0, link);
 }
 
-static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent, const char *name)
+static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname)
 {
-    /* A second name for an image cannot be mirrored as such. */
-    fuse_reply_err(req, EPERM);
+    struct fs *fs = fs_of(req);
+    struct fs_inode *i = get_inode(req, ino), *np = get_inode(req, newparent);
+    struct fuse_entry_param e;
+    struct caller c;
+    int rc;
+
+    if (i->ctl != CTL_NONE || reserved(fs, np, newname)) {
+        fuse_reply_err(req, EPERM);
+        return;
+    }
+    pthread_mutex_lock(&fs->job->ns_lock);
+    g_autofree char *existing = g_strdup(i->path);
+    g_autofree char *proc = proc_path(i->fd);
+    caller_begin(req, &c);
+    /* Through the inode's /proc link: linkat(AT_EMPTY_PATH) would need a
+     * capability the caller's identity does not have. */
+    rc = linkat(AT_FDCWD, proc, np->fd, newname, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
+    caller_end(&c);
+    if (rc == 0) {
+        g_autofree char *path = child_path(np, newname);
+        rc = do_lookup(fs, np, newname, &e, true);
+        if (fs->job->ns)
+            existing ? ns_link(fs->job->ns, existing, path) : ns_sync(fs->job->ns, path, 0);
+    }
+    pthread_mutex_unlock(&fs->job->ns_lock);
+    if (rc < 0)
+        fuse_reply_err(req, -rc);
+    else
+        fuse_reply_entry(req, &e);
 }
 
 static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = fs_of(req);
     struct fs_inode *p = get_inode(req, parent);
+    struct caller c;
     struct stat st;
     int rc;
 
@@ -534,8 +700,11 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     }
     pthread_mutex_lock(&fs->job->ns_lock);
     rc = fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-    if (rc == 0)
+    if (rc == 0) {
+        caller_begin(req, &c);
         rc = unlinkat(p->fd, name, 0) < 0 ? -errno : 0;
+        caller_end(&c);
+    }
     if (rc == 0) {
         g_autofree char *path = child_path(p, name);
         struct image *img =
@@ -544,12 +713,9 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
          * file nobody can reach; stop mirroring it. */
         if (img && st.st_nlink <= 1)
             mirror_drop_image(fs->job, img);
-        /* The name removed, which for a hard link need not be the one the
-         * image was found under. */
-        if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode))
-            report_target(fs, fs->job->target->ops->unlink(fs->job->target, path),
-                          "remove", path);
         image_unref(img);
+        forget_path(fs, &st, path);
+        mirror_path(fs, path, 0);
     }
     pthread_mutex_unlock(&fs->job->ns_lock);
     fuse_reply_err(req, -rc);
@@ -559,6 +725,8 @@ static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     struct fs *fs = fs_of(req);
     struct fs_inode *p = get_inode(req, parent);
+    struct caller c;
+    struct stat st;
     int rc;
 
     if (reserved(fs, p, name)) {
@@ -566,24 +734,36 @@ static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
         return;
     }
     pthread_mutex_lock(&fs->job->ns_lock);
-    rc = unlinkat(p->fd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+    rc = fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+    if (rc == 0) {
+        caller_begin(req, &c);
+        rc = unlinkat(p->fd, name, AT_REMOVEDIR) < 0 ? -errno : 0;
+        caller_end(&c);
+    }
     if (rc == 0) {
         g_autofree char *path = child_path(p, name);
-        report_target(fs, fs->job->target->ops->rmdir(fs->job->target, path),
-                      "remove the directory", path);
+        forget_path(fs, &st, path);
+        mirror_path(fs, path, 0);
     }
     pthread_mutex_unlock(&fs->job->ns_lock);
     fuse_reply_err(req, -rc);
 }
 
-/* Directory inodes below a renamed path get their new path.  ns_lock held. */
-static void rename_dir_paths(struct fs *fs, const char *from, const char *to, bool exchange)
+/* Inodes at or below a renamed path get their new path (both ways for an
+ * exchange); a replaced entry's inode loses its name.  ns_lock held. */
+static void rename_inode_paths(struct fs *fs, const char *from, const char *to,
+                               const struct stat *victim, bool exchange)
 {
     GHashTableIter it;
     gpointer key;
     size_t nf = strlen(from), nt = strlen(to);
 
     pthread_mutex_lock(&fs->lock);
+    if (victim) {
+        struct fs_inode *v = find_inode_locked(fs, victim->st_dev, victim->st_ino);
+        if (v && v->path && strcmp(v->path, to) == 0)
+            g_clear_pointer(&v->path, g_free);
+    }
     g_hash_table_iter_init(&it, fs->inodes);
     while (g_hash_table_iter_next(&it, &key, NULL)) {
         struct fs_inode *i = key;
@@ -610,6 +790,8 @@ static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
     struct fs_inode *p = get_inode(req, parent), *np = get_inode(req, newparent);
     struct stat st, vst;
     struct image *victim = NULL;
+    bool replaced = false;
+    struct caller c;
     int rc;
 
     if (reserved(fs, p, name) || reserved(fs, np, newname)) {
@@ -620,33 +802,44 @@ static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
         fuse_reply_err(req, EINVAL);
         return;
     }
+    bool exchange = flags & RENAME_EXCHANGE;
     pthread_mutex_lock(&fs->job->ns_lock);
     rc = fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-    if (rc == 0 && !(flags & RENAME_EXCHANGE) &&
-        fstatat(np->fd, newname, &vst, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(vst.st_mode) &&
-        vst.st_nlink <= 1 && !(vst.st_dev == st.st_dev && vst.st_ino == st.st_ino))
-        victim = mirror_find_image(fs->job, vst.st_dev, vst.st_ino);
-    if (rc == 0)
+    if (rc == 0 && !exchange && fstatat(np->fd, newname, &vst, AT_SYMLINK_NOFOLLOW) == 0 &&
+        !(vst.st_dev == st.st_dev && vst.st_ino == st.st_ino)) {
+        replaced = true;
+        if (S_ISREG(vst.st_mode) && vst.st_nlink <= 1)
+            victim = mirror_find_image(fs->job, vst.st_dev, vst.st_ino);
+    }
+    if (rc == 0) {
+        caller_begin(req, &c);
         rc = renameat2(p->fd, name, np->fd, newname, flags) < 0 ? -errno : 0;
+        caller_end(&c);
+    }
     if (rc == 0) {
         g_autofree char *from = child_path(p, name);
         g_autofree char *to = child_path(np, newname);
-        bool mirrored = S_ISREG(st.st_mode) || S_ISDIR(st.st_mode) || S_ISLNK(st.st_mode);
-        bool exchange = flags & RENAME_EXCHANGE;
 
-        /* The replaced image's target file is replaced by the rename below. */
+        /* The replaced file's last name is gone: it is no longer mirrored. */
         if (victim)
             mirror_drop_image(fs->job, victim);
-        if (mirrored) {
-            int trc = fs->job->target->ops->rename(fs->job->target, from, to,
-                                                   exchange ? RENAME_EXCHANGE : 0);
-            report_target(fs, trc, "rename", from);
-        }
         if (exchange)
             mirror_exchange_paths(fs->job, from, to);
         else
             mirror_rename_paths(fs->job, from, to);
-        rename_dir_paths(fs, from, to, exchange);
+        rename_inode_paths(fs, from, to, replaced ? &vst : NULL, exchange);
+        if (fs->job->ns) {
+            /* The same rename on the target moves whatever is below in one
+             * step; then both names are checked against the source.  When
+             * the target refuses, both are made again from the source. */
+            int trc = ns_rename(fs->job->ns, from, to, flags);
+            if (trc < 0)
+                mirror_event(fs->job, "repair", "%s: the rename failed on the target (%s); "
+                             "made again from the source", from, g_strerror(-trc));
+            unsigned how = trc < 0 ? NS_DEEP : 0;
+            ns_sync(fs->job->ns, to, how);
+            ns_sync(fs->job->ns, from, how);
+        }
     }
     image_unref(victim);
     pthread_mutex_unlock(&fs->job->ns_lock);
@@ -861,10 +1054,13 @@ static void fs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 /* The backing open: O_DIRECT is dropped because libfuse 3.14's buffers are
  * not aligned (every O_DIRECT write would fail with EINVAL); durability is
  * unchanged, since a cache=none guest still sends its flushes (fsync) and
- * O_SYNC/O_DSYNC are kept.  O_NOFOLLOW would refuse the /proc link. */
+ * O_SYNC/O_DSYNC are kept.  O_APPEND is dropped because the kernel gives
+ * every write its offset (the end of the file for an appending guest): a
+ * backing fd with O_APPEND would put a shared mapping's write-back at the
+ * end instead.  O_NOFOLLOW would refuse the /proc link. */
 static int backing_flags(int flags)
 {
-    return (flags & ~(O_DIRECT | O_NOFOLLOW | O_CREAT | O_EXCL)) | O_CLOEXEC;
+    return (flags & ~(O_DIRECT | O_APPEND | O_NOFOLLOW | O_CREAT | O_EXCL)) | O_CLOEXEC;
 }
 
 static void after_truncating_open(struct fs *fs, struct fs_inode *i, int fd)
@@ -909,13 +1105,21 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         return;
     }
     proc = proc_path(i->fd);
+    /* A truncating open is a resize: no guest write between the source's
+     * truncate and the image's. */
+    bool trunc = (fi->flags & O_TRUNC) && i->img;
+    if (trunc)
+        image_resize_begin(i->img);
     fd = open(proc, backing_flags(fi->flags));
+    int saved = errno;
+    if (fd >= 0 && trunc)
+        after_truncating_open(fs, i, fd);
+    if (trunc)
+        image_resize_end(i->img);
     if (fd < 0) {
-        fuse_reply_err(req, errno);
+        fuse_reply_err(req, saved);
         return;
     }
-    if (fi->flags & O_TRUNC)
-        after_truncating_open(fs, i, fd);
     fi->fh = (uint64_t)fd;
     reply_open(req, fi, fi->flags);
 }
@@ -932,12 +1136,19 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         fuse_reply_err(req, p->ctl != CTL_NONE ? EACCES : EEXIST);
         return;
     }
+    struct caller c;
     pthread_mutex_lock(&fs->job->ns_lock);
+    caller_begin(req, &c);
     fd = openat(p->fd, name, backing_flags(fi->flags) | (fi->flags & O_EXCL) | O_CREAT | O_NOFOLLOW,
                 mode);
     rc = fd < 0 ? -errno : 0;
+    caller_end(&c);
     if (rc == 0)
         rc = do_lookup(fs, p, name, &e, true);
+    if (rc == 0) {
+        g_autofree char *path = child_path(p, name);
+        mirror_path(fs, path, 0);
+    }
     pthread_mutex_unlock(&fs->job->ns_lock);
     if (rc < 0) {
         if (fd >= 0)
@@ -980,6 +1191,7 @@ static void write_blocking_run(fuse_req_t req, struct fs *fs, struct image *img,
     ssize_t res;
     int trc = 0;
 
+    image_write_begin(img);
     image_claim_for_write(img, (uint64_t)off, size, &c);
     mirror_change_begin(fs->job, img, (uint64_t)off, size);
     res = pwrite(fd, data, size, off);
@@ -995,6 +1207,7 @@ static void write_blocking_run(fuse_req_t req, struct fs *fs, struct image *img,
     }
     image_finish_write(img, &c, res == (ssize_t)size, res > 0 && trc == 0);
     mirror_change_end(fs->job, img, (uint64_t)off, size);
+    image_write_end(img);
     if (trc < 0 && trc != -EAGAIN)
         report_image(fs, img, "write-blocking write to the target failed (left to the copier)",
                      trc);
@@ -1057,8 +1270,10 @@ static void fs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_
     out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
     out.buf[0].fd = (int)fi->fh;
     out.buf[0].pos = off;
-    if (i->img)
+    if (i->img) {
+        image_write_begin(i->img);
         mirror_change_begin(fs->job, i->img, (uint64_t)off, size);
+    }
     res = fuse_buf_copy(&out, in_buf, 0);
     /* Mark only now that the source write has returned (invariant 1): a
      * copy that clears the bits before this point and read the old data is
@@ -1067,6 +1282,7 @@ static void fs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_
     if (i->img) {
         image_mark_dirty(i->img, (uint64_t)off, res > 0 ? (uint64_t)res : size);
         mirror_change_end(fs->job, i->img, (uint64_t)off, size);
+        image_write_end(i->img);
         mirror_trace_write(fs->job, i->img, (uint64_t)off, res > 0 ? (uint64_t)res : 0);
     }
     if (res < 0) {
@@ -1119,45 +1335,128 @@ static void fs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, of
 {
     struct fs *fs = fs_of(req);
     struct fs_inode *i = get_inode(req, ino);
+    uint64_t known = 0, dirty, in_flight;
     struct stat st;
+    int rc = 0;
 
     if (i->ctl != CTL_NONE) {
         fuse_reply_err(req, EOPNOTSUPP);
         return;
     }
-    /* The whole range may change (collapse and insert move everything
-     * after it; the sizes are set right whenever an image is flushed). */
-    if (i->img)
-        mirror_change_begin(fs->job, i->img, (uint64_t)off, (uint64_t)len);
-    if (fallocate((int)fi->fh, mode, off, len) < 0) {
-        int saved = errno;
-        if (i->img)
-            mirror_change_end(fs->job, i->img, (uint64_t)off, (uint64_t)len);
-        fuse_reply_err(req, saved);
+    if (!i->img) {
+        fuse_reply_err(req, fallocate((int)fi->fh, mode, off, len) < 0 ? errno : 0);
         return;
     }
-    if (i->img && fstat((int)fi->fh, &st) == 0) {
+    /* It may resize the file: exclusive of guest writes, like a truncate. */
+    image_resize_begin(i->img);
+    image_counts(i->img, &known, &dirty, &in_flight);
+    /* What may change: the range, and with collapse and insert everything
+     * after it, up to the end the file may then have. */
+    uint64_t lo = (uint64_t)off, hi = (uint64_t)off + (uint64_t)len;
+    if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE))
+        hi = MAX(hi, known + (uint64_t)len);
+    mirror_change_begin(fs->job, i->img, lo, hi - lo);
+    if (fallocate((int)fi->fh, mode, off, len) < 0)
+        rc = errno;
+    if (rc == 0 && fstat((int)fi->fh, &st) == 0) {
         uint64_t size = (uint64_t)st.st_size;
-        uint64_t known, dirty, in_flight;
-
-        image_counts(i->img, &known, &dirty, &in_flight);
         if (size != known) {
-            int rc = image_resize(i->img, size);
-            if (rc < 0)
-                report_image(fs, i->img, "cannot resize on the target", rc);
+            int trc = image_resize(i->img, size);
+            if (trc < 0)
+                report_image(fs, i->img, "cannot resize on the target", trc);
         }
         /* Plain allocation leaves the content as it was; these change it. */
         if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE))
-            image_mark_dirty(i->img, (uint64_t)off, size > (uint64_t)off ? size - (uint64_t)off : 0);
+            image_mark_dirty(i->img, lo, size > lo ? size - lo : 0);
         else if (mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
-            uint64_t end = MIN((uint64_t)off + (uint64_t)len, size);
-            if (end > (uint64_t)off)
-                image_mark_dirty(i->img, (uint64_t)off, end - (uint64_t)off);
+            uint64_t end = MIN(hi, size);
+            if (end > lo)
+                image_mark_dirty(i->img, lo, end - lo);
         }
     }
-    if (i->img)
-        mirror_change_end(fs->job, i->img, (uint64_t)off, (uint64_t)len);
-    fuse_reply_err(req, 0);
+    mirror_change_end(fs->job, i->img, lo, hi - lo);
+    image_resize_end(i->img);
+    fuse_reply_err(req, rc);
+}
+
+/* ---- extended attributes --------------------------------------------------- */
+
+/* Read through the inode's /proc link, which reaches the object itself
+ * (a symlink too, not what it points to).  The kernel has checked the
+ * caller's right to read them. */
+static void reply_xattr_read(fuse_req_t req, size_t size, ssize_t n, const char *buf)
+{
+    if (n < 0)
+        fuse_reply_err(req, errno);
+    else if (size == 0)
+        fuse_reply_xattr(req, (size_t)n);
+    else
+        fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void fs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+    struct fs_inode *i = get_inode(req, ino);
+
+    if (i->ctl != CTL_NONE) {
+        fuse_reply_err(req, ENODATA);
+        return;
+    }
+    g_autofree char *proc = proc_path(i->fd);
+    g_autofree char *buf = size ? g_malloc(size) : NULL;
+    ssize_t n = getxattr(proc, name, buf, size);
+    reply_xattr_read(req, size, n, buf);
+}
+
+static void fs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+    struct fs_inode *i = get_inode(req, ino);
+
+    if (i->ctl != CTL_NONE) {
+        reply_xattr_read(req, size, 0, NULL);
+        return;
+    }
+    g_autofree char *proc = proc_path(i->fd);
+    g_autofree char *buf = size ? g_malloc(size) : NULL;
+    ssize_t n = listxattr(proc, buf, size);
+    reply_xattr_read(req, size, n, buf);
+}
+
+/* Set or remove (value NULL): in the source as the caller, then mirrored. */
+static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                         size_t size, int flags)
+{
+    struct fs *fs = fs_of(req);
+    struct fs_inode *i = get_inode(req, ino);
+    struct caller c;
+
+    if (i->ctl != CTL_NONE) {
+        fuse_reply_err(req, ENOTSUP);
+        return;
+    }
+    g_autofree char *proc = proc_path(i->fd);
+    caller_begin(req, &c);
+    int rc = (value ? setxattr(proc, name, value, size, flags) : removexattr(proc, name)) < 0
+                 ? errno
+                 : 0;
+    caller_end(&c);
+    if (rc == 0) {
+        pthread_mutex_lock(&fs->job->ns_lock);
+        mirror_path(fs, i->path, 0);
+        pthread_mutex_unlock(&fs->job->ns_lock);
+    }
+    fuse_reply_err(req, rc);
+}
+
+static void fs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+                        size_t size, int flags)
+{
+    change_xattr(req, ino, name, value ? value : "", size, flags);
+}
+
+static void fs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+    change_xattr(req, ino, name, NULL, 0, 0);
 }
 
 static void fs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
@@ -1205,6 +1504,10 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
         conn->want |= FUSE_CAP_SPLICE_READ;
     if (conn->capable & FUSE_CAP_FLOCK_LOCKS)
         conn->want |= FUSE_CAP_FLOCK_LOCKS;
+    /* The kernel clears setuid and setgid bits on a write, a truncate and
+     * a chown by sending the new mode: the daemon's own writes to the
+     * source, made as root, would not clear them. */
+    conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
     /* The default of 12 background requests starves async guests (qd16). */
     conn->max_background = 64;
     conn->congestion_threshold = 48;
@@ -1239,6 +1542,10 @@ static const struct fuse_lowlevel_ops ops = {
     .create = fs_create,
     .flock = fs_flock,
     .fallocate = fs_fallocate,
+    .setxattr = fs_setxattr,
+    .getxattr = fs_getxattr,
+    .listxattr = fs_listxattr,
+    .removexattr = fs_removexattr,
     .lseek = fs_lseek,
 };
 

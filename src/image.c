@@ -46,8 +46,15 @@ struct image *image_new(struct mirror_job *job, const char *name, dev_t dev, ino
     img->src_direct_fd = -1;
     img->tgt = tgt;
     img->refs = 1;
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    /* A truncate must not starve behind a stream of guest writes. */
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&img->io, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&img->lock, NULL);
     pthread_cond_init(&img->idle, NULL);
+    img->retired = g_ptr_array_new();
     img->granularity = granularity;
     img->size = size;
     img->dirty = bitmap_new(n);
@@ -79,6 +86,10 @@ void image_unref(struct image *img)
         return;
     if (img->tgt)
         img->job->target->ops->close_image(img->tgt);
+    for (guint i = 0; i < img->retired->len; i++)
+        img->job->target->ops->close_image(g_ptr_array_index(img->retired, i));
+    g_ptr_array_free(img->retired, TRUE);
+    pthread_rwlock_destroy(&img->io);
     if (img->src_fd >= 0)
         close(img->src_fd);
     if (img->src_direct_fd >= 0)
@@ -151,10 +162,18 @@ int image_resize(struct image *img, uint64_t size)
 
     pthread_mutex_lock(&img->lock);
     /* Stop new claims, then wait for the copies in flight: one of them could
-     * otherwise write past the new end after the target was truncated. */
+     * otherwise write past the new end after the target was truncated.  A
+     * copy held up by the rate limit gives way (guest_waiting). */
     img->resizing++;
-    while (rangelock_held(img->inflight) > 0)
-        pthread_cond_wait(&img->idle, &img->lock);
+    if (rangelock_held(img->inflight) > 0) {
+        g_atomic_int_inc(&img->guest_waiting);
+        pthread_mutex_unlock(&img->lock);
+        mirror_wake(img->job);
+        pthread_mutex_lock(&img->lock);
+        while (rangelock_held(img->inflight) > 0)
+            pthread_cond_wait(&img->idle, &img->lock);
+        g_atomic_int_dec_and_test(&img->guest_waiting);
+    }
     if (img->tgt && !img->deleted)
         rc = img->job->target->ops->truncate(img->tgt, size);
     img->size = size;
@@ -167,6 +186,46 @@ int image_resize(struct image *img, uint64_t size)
     pthread_mutex_unlock(&img->lock);
     mirror_kick(img->job);
     return rc;
+}
+
+void image_write_begin(struct image *img)
+{
+    pthread_rwlock_rdlock(&img->io);
+}
+
+void image_write_end(struct image *img)
+{
+    pthread_rwlock_unlock(&img->io);
+}
+
+void image_resize_begin(struct image *img)
+{
+    pthread_rwlock_wrlock(&img->io);
+}
+
+void image_resize_end(struct image *img)
+{
+    pthread_rwlock_unlock(&img->io);
+}
+
+void image_replace_target(struct image *img, struct target_image *ti)
+{
+    pthread_mutex_lock(&img->lock);
+    img->resizing++;
+    while (rangelock_held(img->inflight) > 0)
+        pthread_cond_wait(&img->idle, &img->lock);
+    if (img->tgt)
+        g_ptr_array_add(img->retired, img->tgt);
+    img->tgt = ti;
+    uint64_t n = bitmap_size(img->dirty);
+    if (!img->deleted)
+        bitmap_set_range(img->dirty, 0, n);
+    bitmap_clear_range(img->written, 0, n);
+    bitmap_clear_range(img->unflushed, 0, n);
+    bitmap_clear_range(img->suspect, 0, n);
+    img->resizing--;
+    pthread_mutex_unlock(&img->lock);
+    mirror_kick(img->job);
 }
 
 /* Bytes covered by count granules from first on, clipped to size. */
@@ -312,8 +371,15 @@ void image_claim_for_write(struct image *img, uint64_t off, uint64_t len, struct
 
     pthread_mutex_lock(&img->lock);
     grow_locked(img, off + len);
-    while (img->resizing || !rangelock_is_free(img->inflight, first, count))
-        pthread_cond_wait(&img->idle, &img->lock);
+    if (img->resizing || !rangelock_is_free(img->inflight, first, count)) {
+        g_atomic_int_inc(&img->guest_waiting);
+        pthread_mutex_unlock(&img->lock);
+        mirror_wake(img->job);
+        pthread_mutex_lock(&img->lock);
+        while (img->resizing || !rangelock_is_free(img->inflight, first, count))
+            pthread_cond_wait(&img->idle, &img->lock);
+        g_atomic_int_dec_and_test(&img->guest_waiting);
+    }
     bool claimed = rangelock_claim_all(img->inflight, first, count);
     g_assert(claimed);
     /* Whole granules only: the rest of a partial one may be dirty from an
@@ -393,6 +459,21 @@ bool image_has_unflushed(struct image *img)
     bool any = bitmap_count(img->unflushed) > 0;
     pthread_mutex_unlock(&img->lock);
     return any;
+}
+
+void image_release_verify_later(struct image *img, const struct claim *c)
+{
+    pthread_mutex_lock(&img->lock);
+    rangelock_release(img->inflight, c->first, c->count);
+    if (img->verifying && img->verify_cursor > c->first)
+        img->verify_cursor = c->first;
+    pthread_cond_broadcast(&img->idle);
+    pthread_mutex_unlock(&img->lock);
+}
+
+bool image_guest_waiting(struct image *img)
+{
+    return g_atomic_int_get(&img->guest_waiting) > 0;
 }
 
 void image_start_verify(struct image *img)

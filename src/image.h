@@ -12,6 +12,7 @@
 #ifndef MIRRORFS_IMAGE_H
 #define MIRRORFS_IMAGE_H
 
+#include <glib.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -40,13 +41,23 @@ struct image {
     int src_fd;                 /* read-only, for the copier */
     int src_direct_fd;          /* the same with O_DIRECT (first pass), or -1 */
     struct target_image *tgt;   /* NULL while the target has no place for it;
-                                 * set once, under lock, never changed after */
+                                 * set and replaced under lock; a replaced one
+                                 * stays open (retired) until the image goes,
+                                 * so a pointer read without the lock stays
+                                 * valid */
     mode_t mode;                /* the source's, for opening it on the target */
     int refs;                   /* atomic */
     char *name;                 /* path inside SOURCE; job->lock */
 
+    /* Guest writes hold it shared from the source write until the range is
+     * marked dirty; a resize (truncate, O_TRUNC, fallocate) holds it
+     * exclusive from the source's change until the maps follow, so that no
+     * write lands between the two (doc/design.md). */
+    pthread_rwlock_t io;
+
     pthread_mutex_t lock;
-    pthread_cond_t idle;        /* signalled when in-flight copies end */
+    pthread_cond_t idle;
+    GPtrArray *retired;         /* target images replaced, closed at the end */        /* signalled when in-flight copies end */
     uint64_t granularity;
     uint64_t size;              /* the source's size as the mount knows it */
     struct bitmap *dirty;       /* granules the target lacks */
@@ -56,6 +67,7 @@ struct image {
     struct bitmap *suspect;     /* a flush of them failed: deallocate before rewriting */
     uint64_t cursor;            /* next granule the workers look at */
     unsigned resizing;          /* >0: no new claims (a resize waits) */
+    int guest_waiting;          /* atomic: guest operations waiting for copies */
     enum image_phase phase;
     bool deleted;               /* unlinked: no longer mirrored */
     bool verifying;             /* a verify pass is comparing it */
@@ -81,6 +93,18 @@ void image_mark_dirty(struct image *img, uint64_t off, uint64_t len);
  * that holds the new end is marked dirty when it is partial.  0 or -errno of
  * the target's truncate (the maps are resized in any case). */
 int image_resize(struct image *img, uint64_t size);
+
+/* Around a guest write (shared) and a resize of the source (exclusive):
+ * see `io` above. */
+void image_write_begin(struct image *img);
+void image_write_end(struct image *img);
+void image_resize_begin(struct image *img);
+void image_resize_end(struct image *img);
+
+/* The image's target copy is replaced by ti (a new, empty file): waits for
+ * the copies in flight, then everything is dirty and nothing is known to
+ * be on the target.  The old one is closed when the image goes. */
+void image_replace_target(struct image *img, struct target_image *ti);
 
 /* Bytes not yet on the target and bytes in flight, under the lock. */
 void image_counts(struct image *img, uint64_t *size, uint64_t *dirty, uint64_t *in_flight);
@@ -145,6 +169,12 @@ bool image_claim_verify(struct image *img, uint64_t max, struct claim *c, bool *
 /* End a verify claim; differ[k] says granule c->first+k differs (it is
  * marked dirty, the copier copies it). */
 void image_release_verify(struct image *img, const struct claim *c, const bool *differ);
+/* Give a verify claim back uncompared (the copier gave way to a guest):
+ * the pass compares it later. */
+void image_release_verify_later(struct image *img, const struct claim *c);
+/* True when a guest operation waits for this image's copies in flight to
+ * end: a copy waiting for the rate limit gives its claim back. */
+bool image_guest_waiting(struct image *img);
 /* Start a verify pass over the whole image. */
 void image_start_verify(struct image *img);
 

@@ -18,6 +18,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -161,6 +163,27 @@ static char *prepare_state_dir(const struct mirror_options *o, const char *src,
     return dir;
 }
 
+/* Every image holds a few descriptors (source, target, state): a soft
+ * limit of 1024 would cap a job at a few hundred images. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* A signal while the job drains (the mount is gone, libfuse's handlers
+ * with it): cancel, which still writes the result and exits 2. */
+static struct mirror_job *drain_job;
+
+static void on_drain_signal(int sig)
+{
+    mirror_request_cancel(drain_job);
+}
+
 /* fuse_session_new() consumes the options it knows: a copy for the check. */
 static void copy_args(const struct fuse_args *from, struct fuse_args *to)
 {
@@ -238,6 +261,14 @@ int main(int argc, char *argv[])
     if (!cmd.mountpoint)
         die("missing MOUNTPOINT (usage: mirrorfs [options] SOURCE MOUNTPOINT)");
 
+    /* With allow_other, every user of the machine reaches the mount: the
+     * kernel checks their permissions against the source's modes and
+     * owners (default_permissions), as on a local file system.  Without
+     * it, the daemon's own rights (root) would apply to everybody. */
+    if (opts.allow_other && !opts.default_permissions)
+        fuse_opt_add_arg(&args, "-odefault_permissions");
+    raise_fd_limit();
+
     bool target_is_uri = target_nbd_is_uri(opts.target);
     check_paths(&opts, cmd.mountpoint, target_is_uri, &src, &tgt, &tgt_exists);
     /* `mount` and /proc/mounts then show "SOURCE on MNT type fuse.mirrorfs",
@@ -256,26 +287,32 @@ int main(int argc, char *argv[])
     fuse_opt_free_args(&check_args);
     state_dir = prepare_state_dir(&opts, src, tgt);
 
-    /* Everything checked: from here on the target may be written. */
     src_fd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     root_fd = open(src, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (src_fd < 0 || root_fd < 0)
         die("%s: %s", src, g_strerror(errno));
     if (target_is_uri) {
+        /* Connecting writes nothing. */
         g_clear_pointer(&err, g_free);
         if (target_nbd_new(tgt, &target, &err) < 0)
             die("%s", err);
-    } else {
-        if (!tgt_exists && mkdir(tgt, 0755) < 0)
+    }
+    g_clear_pointer(&err, g_free);
+    if (mirror_job_new(&opts, src_fd, src, target, state_dir, cmd.foreground, &job, &err) < 0)
+        die("%s", err);
+
+    /* Everything checked: from here on the target may be written. */
+    if (!target_is_uri) {
+        if (!tgt_exists && mkdir(tgt, 0700) < 0)
             die("%s: cannot create the target: %s", tgt, g_strerror(errno));
         tgt_fd = open(tgt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (tgt_fd < 0)
             die("%s: %s", tgt, g_strerror(errno));
         target_file_new(tgt_fd, tgt, &target);
+        job->target = target;
     }
-
     g_clear_pointer(&err, g_free);
-    if (mirror_job_new(&opts, src_fd, src, target, state_dir, cmd.foreground, &job, &err) < 0)
+    if (mirror_job_start_target(job, &err) < 0)
         die("%s", err);
 
     fs = fs_new(job, root_fd);
@@ -318,6 +355,12 @@ int main(int argc, char *argv[])
      * more, and the drain runs here. */
     fuse_session_unmount(se);
     fuse_remove_signal_handlers(se);
+    drain_job = job;
+    struct sigaction sa = {.sa_handler = on_drain_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     code = mirror_finish(job);
     fuse_session_destroy(se);
     fs_free(fs);

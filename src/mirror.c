@@ -4,9 +4,11 @@
 #include "mirror.h"
 #include "bitmap.h"
 #include "linelog.h"
+#include "ns.h"
 #include "persist.h"
 #include "rangelock.h"
 #include "target.h"
+#include "tree.h"
 #include "util.h"
 
 #include <dirent.h>
@@ -164,20 +166,45 @@ void mirror_count_guest_write(struct mirror_job *job, uint64_t bytes)
 
 /* ---- images --------------------------------------------------------------- */
 
+/* Images by source identity: key and hash. */
+struct image_key {
+    dev_t dev;
+    ino_t ino;
+};
+
+static guint image_key_hash(gconstpointer p)
+{
+    const struct image_key *k = p;
+    return (guint)(k->ino ^ (k->ino >> 32) ^ k->dev);
+}
+
+static gboolean image_key_equal(gconstpointer a, gconstpointer b)
+{
+    const struct image_key *x = a, *y = b;
+    return x->dev == y->dev && x->ino == y->ino;
+}
+
 struct image *mirror_find_image(struct mirror_job *job, dev_t dev, ino_t ino)
 {
-    struct image *found = NULL;
+    struct image_key key = {dev, ino};
 
     pthread_mutex_lock(&job->lock);
-    for (guint i = 0; i < job->images->len; i++) {
-        struct image *img = g_ptr_array_index(job->images, i);
-        if (img->dev == dev && img->ino == ino) {
-            found = image_ref(img);
-            break;
-        }
-    }
+    struct image *found = g_hash_table_lookup(job->by_ident, &key);
+    if (found)
+        image_ref(found);
     pthread_mutex_unlock(&job->lock);
     return found;
+}
+
+/* With job->lock held: the job's list and index. */
+static void insert_image_locked(struct mirror_job *job, struct image *img)
+{
+    struct image_key *key = g_new(struct image_key, 1);
+
+    key->dev = img->dev;
+    key->ino = img->ino;
+    g_ptr_array_add(job->images, image_ref(img));
+    g_hash_table_insert(job->by_ident, key, img);
 }
 
 /* How an image's mirror starts. */
@@ -205,8 +232,12 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
     enum image_start start = START_FULL;
     int src_fd, rc;
 
-    /* The copier's own read-only fds: they stay valid across renames. */
-    src_fd = open(proc, O_RDONLY | O_CLOEXEC);
+    /* The copier's own read-only fds: they stay valid across renames.
+     * O_NOATIME: copying must not change the source's times, which are
+     * mirrored too. */
+    src_fd = open(proc, O_RDONLY | O_CLOEXEC | O_NOATIME);
+    if (src_fd < 0 && errno == EPERM)
+        src_fd = open(proc, O_RDONLY | O_CLOEXEC);
     if (src_fd < 0)
         return -errno;
     /* The first pass reads with O_DIRECT where the file system has it: it
@@ -214,7 +245,9 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
      * and out of page caches).  Not later: a direct read first writes back
      * the guest's buffered data of its range, which a guest writing at full
      * speed then waits for (seq write 1M fell to 0.4x when it did). */
-    int direct_fd = open(proc, O_RDONLY | O_CLOEXEC | O_DIRECT);
+    int direct_fd = open(proc, O_RDONLY | O_CLOEXEC | O_DIRECT | O_NOATIME);
+    if (direct_fd < 0 && errno == EPERM)
+        direct_fd = open(proc, O_RDONLY | O_CLOEXEC | O_DIRECT);
     if (job->persist) {
         enum persist_marks how = !at_start                   ? PERSIST_MARK_ALL
                                  : job->opts->sync == SYNC_NONE ? PERSIST_MARK_PREVIOUS_OR_NONE
@@ -228,12 +261,15 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
         }
     }
     if (at_start) {
-        if (previous)
+        /* Whatever the state says, a target without the file holds
+         * nothing of it (a backend that cannot tell is trusted). */
+        int probe = job->target->ops->probe ? job->target->ops->probe(job->target, name, &tsize)
+                                            : 0;
+        if (probe == 0 && previous)
             start = START_RESUME;
-        else if (job->opts->sync == SYNC_NONE)
+        else if (probe == 0 && job->opts->sync == SYNC_NONE)
             start = START_TRUST;
-        else if (job->target->ops->probe &&
-                 job->target->ops->probe(job->target, name, &tsize) == 0 && tsize > 0)
+        else if (probe == 0 && tsize > 0)
             start = START_VERIFY; /* -o overwrite, or a restart without state */
     }
     rc = job->target->ops->open_image(job->target, name, st->st_mode, size,
@@ -277,7 +313,7 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
     pthread_mutex_lock(&job->lock);
     if (job->state == JOB_DRAINING)
         img->phase = PHASE_DRAINING;
-    g_ptr_array_add(job->images, image_ref(img));
+    insert_image_locked(job, img);
     pthread_cond_broadcast(&job->wake);
     pthread_mutex_unlock(&job->lock);
     *out = img;
@@ -327,15 +363,80 @@ static void retry_missing_targets(struct mirror_job *job, GPtrArray *imgs)
         image_counts(img, &size, &d, &f);
         if (job->target->ops->open_image(job->target, name, img->mode, size, true, &ti) < 0)
             continue;
-        pthread_mutex_lock(&img->lock);
-        img->tgt = ti;
         /* A fresh copy: everything again. */
-        bitmap_set_range(img->dirty, 0, bitmap_size(img->dirty));
-        pthread_mutex_unlock(&img->lock);
+        image_replace_target(img, ti);
         mirror_event(job, "target-found", "%s", name);
         job_log(job, LOG_INFO, "%s: the target has a place for it now", name);
         mirror_kick(job);
     }
+}
+
+struct image *mirror_image_for(struct mirror_job *job, const char *path, int dirfd,
+                               const char *name, const struct stat *st)
+{
+    struct image *img = mirror_find_image(job, st->st_dev, st->st_ino);
+
+    if (img)
+        return img;
+    /* A file the job has not seen come in: made in SOURCE behind the
+     * mount's back, or lost on the way.  Mirrored now, from its first
+     * byte. */
+    int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        mirror_report_error(job, "%s: cannot open it to mirror it: %s", path, g_strerror(errno));
+        return NULL;
+    }
+    img = mirror_add_image(job, path, fd, st);
+    close(fd);
+    if (img)
+        mirror_event(job, "found", "%s: mirrored from now on", path);
+    return img;
+}
+
+int mirror_image_target_fd(struct mirror_job *job, struct image *img)
+{
+    int fd = -ENOENT;
+
+    if (!job->target->ops->fd)
+        return -EOPNOTSUPP;
+    pthread_mutex_lock(&img->lock);
+    if (img->tgt) {
+        fd = fcntl(job->target->ops->fd(img->tgt), F_DUPFD_CLOEXEC, 0);
+        if (fd < 0)
+            fd = -errno;
+    }
+    pthread_mutex_unlock(&img->lock);
+    return fd;
+}
+
+int mirror_retarget_image(struct mirror_job *job, struct image *img, const char *path)
+{
+    struct target_image *ti = NULL;
+    uint64_t size, d, f;
+
+    image_counts(img, &size, &d, &f);
+    int rc = job->target->ops->open_image(job->target, path, img->mode, size, true, &ti);
+    if (rc < 0)
+        return rc;
+    image_replace_target(img, ti);
+    mirror_event(job, "recopy", "%s: its file on the target was lost; copying it again", path);
+    return 0;
+}
+
+void mirror_resync_image(struct mirror_job *job, struct image *img, uint64_t size)
+{
+    uint64_t known, d, f;
+    g_autofree char *name = mirror_image_name(job, img);
+
+    image_counts(img, &known, &d, &f);
+    int rc = image_resize(img, size);
+    if (rc < 0)
+        mirror_report_error(job, "%s: cannot resize on the target: %s", name, g_strerror(-rc));
+    if (size > known)
+        image_mark_dirty(img, known, size - known);
+    image_start_verify(img);
+    mirror_event(job, "verify", "%s: its size on the target did not match; comparing it all",
+                 name);
 }
 
 void mirror_drop_image(struct mirror_job *job, struct image *img)
@@ -346,6 +447,9 @@ void mirror_drop_image(struct mirror_job *job, struct image *img)
     bitmap_clear_range(img->dirty, 0, bitmap_size(img->dirty));
     pthread_mutex_unlock(&img->lock);
     bool removed = g_ptr_array_remove(job->images, img);
+    struct image_key key = {img->dev, img->ino};
+    if (removed && g_hash_table_lookup(job->by_ident, &key) == img)
+        g_hash_table_remove(job->by_ident, &key);
     pthread_mutex_unlock(&job->lock);
     if (img->pst)
         persist_image_remove(img->pst);
@@ -403,14 +507,39 @@ void mirror_exchange_paths(struct mirror_job *job, const char *a, const char *b)
 
 /* ---- start-up scan ---------------------------------------------------------- */
 
-static int scan_dir(struct mirror_job *job, int dirfd, const char *rel, char **err)
+/* A regular file of SOURCE found at start. */
+struct found_file {
+    char *path;
+    dev_t dev;
+    ino_t ino;
+};
+
+static void found_file_free(gpointer p)
+{
+    struct found_file *f = p;
+
+    g_free(f->path);
+    g_free(f);
+}
+
+static int name_cmp(gconstpointer a, gconstpointer b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Phase one of the start: find every regular file below dirfd (names in
+ * sorted order, so that the first name of a file with several is always
+ * the same one) without writing anything anywhere. */
+static int scan_tree(struct mirror_job *job, int dirfd, const char *rel, GPtrArray *files,
+                     GHashTable *seen, char **err)
 {
     int fd = dup(dirfd);
-    DIR *dir;
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
     struct dirent *de;
     int rc = 0;
 
-    if (fd < 0 || !(dir = fdopendir(fd))) {
+    if (!dir) {
         rc = -errno;
         if (fd >= 0)
             close(fd);
@@ -418,87 +547,63 @@ static int scan_dir(struct mirror_job *job, int dirfd, const char *rel, char **e
                                g_strerror(-rc));
         return rc;
     }
-    while (rc == 0 && (errno = 0, de = readdir(dir)) != NULL) {
-        struct stat st;
-        const char *n = de->d_name;
-        g_autofree char *path = NULL;
-
-        if (!strcmp(n, ".") || !strcmp(n, ".."))
-            continue;
-        path = rel[0] ? g_strconcat(rel, "/", n, NULL) : g_strdup(n);
-        if (fstatat(dirfd, n, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-            rc = -errno;
-            *err = g_strdup_printf("%s: %s", path, g_strerror(errno));
-            break;
-        }
-        if (S_ISDIR(st.st_mode)) {
-            int sub = openat(dirfd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            if (sub < 0) {
-                rc = -errno;
-                *err = g_strdup_printf("%s: %s", path, g_strerror(errno));
-                break;
-            }
-            rc = job->target->ops->mkdir(job->target, path, st.st_mode);
-            if (rc < 0)
-                *err = g_strdup_printf("target: cannot create directory %s: %s", path,
-                                       g_strerror(-rc));
-            else
-                rc = scan_dir(job, sub, path, err);
-            close(sub);
-        } else if (S_ISREG(st.st_mode)) {
-            struct image *img = mirror_find_image(job, st.st_dev, st.st_ino);
-            if (img) {
-                /* A second name of an image: the data is copied once, and
-                 * the target gets the same second name. */
-                rc = job->target->ops->link
-                         ? job->target->ops->link(job->target, img->name, path)
-                         : -EOPNOTSUPP;
-                if (rc == -EEXIST && job->opts->sync == SYNC_NONE)
-                    rc = 0;
-                if (rc < 0)
-                    *err = g_strdup_printf("target: cannot create %s as a hard link of %s: %s",
-                                           path, img->name, g_strerror(-rc));
-                image_unref(img);
-                continue;
-            }
-            int f = openat(dirfd, n, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-            if (f < 0) {
-                rc = -errno;
-                *err = g_strdup_printf("%s: %s", path, g_strerror(errno));
-                break;
-            }
-            int trc;
-            rc = add_image(job, path, f, &st, true, false, &trc, &img);
-            close(f);
-            if (rc < 0)
-                *err = g_strdup_printf("target: cannot open %s there: %s", path,
-                                       g_strerror(-rc));
-            else
-                image_unref(img);
-        } else if (S_ISLNK(st.st_mode)) {
-            char buf[PATH_MAX];
-            ssize_t len = readlinkat(dirfd, n, buf, sizeof(buf) - 1);
-            if (len < 0) {
-                rc = -errno;
-                *err = g_strdup_printf("%s: %s", path, g_strerror(errno));
-                break;
-            }
-            buf[len] = '\0';
-            rc = job->target->ops->symlink(job->target, buf, path);
-            if (rc == -EEXIST && job->opts->sync == SYNC_NONE)
-                rc = 0;
-            if (rc < 0)
-                *err = g_strdup_printf("target: cannot create symlink %s: %s", path,
-                                       g_strerror(-rc));
-        }
-        /* Devices, FIFOs and sockets are served but not mirrored. */
-    }
-    if (rc == 0 && errno != 0) {
+    while ((errno = 0, de = readdir(dir)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            g_ptr_array_add(names, g_strdup(de->d_name));
+    if (errno != 0) {
         rc = -errno;
         *err = g_strdup_printf("%s: cannot read the directory: %s", rel[0] ? rel : ".",
                                g_strerror(errno));
     }
     closedir(dir);
+    g_ptr_array_sort(names, name_cmp);
+
+    for (guint i = 0; rc == 0 && i < names->len; i++) {
+        const char *n = g_ptr_array_index(names, i);
+        g_autofree char *path = rel[0] ? g_strconcat(rel, "/", n, NULL) : g_strdup(n);
+        struct stat st;
+
+        if (fstatat(dirfd, n, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+            rc = -errno;
+            *err = g_strdup_printf("%s: %s", path, g_strerror(errno));
+        } else if (S_ISDIR(st.st_mode)) {
+            int sub = openat(dirfd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+            if (sub < 0 && errno == EPERM)
+                sub = openat(dirfd, n, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub < 0) {
+                rc = -errno;
+                *err = g_strdup_printf("%s: %s", path, g_strerror(errno));
+            } else {
+                rc = scan_tree(job, sub, path, files, seen, err);
+                close(sub);
+            }
+        } else if (S_ISREG(st.st_mode)) {
+            struct image_key key = {st.st_dev, st.st_ino};
+            const char *first = g_hash_table_lookup(seen, &key);
+            if (first) {
+                /* A second name: the data is copied once, and the target
+                 * gets the same second name (ns.c).  An NBD export has
+                 * one name only. */
+                if (target_nbd_is_uri(job->opts->target)) {
+                    rc = -EOPNOTSUPP;
+                    *err = g_strdup_printf("%s: a hard link of %s: an NBD target cannot have "
+                                           "two names for one image",
+                                           path, first);
+                }
+                continue;
+            }
+            struct found_file *f = g_new0(struct found_file, 1);
+            f->path = g_strdup(path);
+            f->dev = st.st_dev;
+            f->ino = st.st_ino;
+            g_ptr_array_add(files, f);
+            struct image_key *k = g_new(struct image_key, 1);
+            *k = key;
+            g_hash_table_insert(seen, k, f->path);
+        }
+        /* Directories, symlinks, FIFOs, sockets and devices are made on
+         * the target with the rest of the namespace (ns.c). */
+    }
     return rc;
 }
 
@@ -520,6 +625,8 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
     pthread_mutex_init(&job->lock, NULL);
     pthread_cond_init(&job->wake, NULL);
     job->images = g_ptr_array_new();
+    job->by_ident = g_hash_table_new_full(image_key_hash, image_key_equal, g_free, NULL);
+    job->found = g_ptr_array_new_with_free_func(found_file_free);
     job->state = JOB_RUNNING;
     job->last_error = g_strdup("");
     job->events = linelog_new(4096);
@@ -530,24 +637,11 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
     job->blocking = opts->copy_mode == COPY_MODE_WRITE_BLOCKING;
     job->auto_min_dirty = UINT64_MAX;
     job->auto_min_ns = job->rate_last_ns;
-
     job->resumed = "no";
-    if (opts->persist) {
-        rc = persist_open(state_dir, source_path, target->description, &job->persist,
-                          &job->had_state, err);
-        if (rc < 0) {
-            mirror_job_free(job);
-            return rc;
-        }
-    }
-    rc = scan_dir(job, source_dirfd, "", err);
-    /* The names made on the target are durable before any guest runs: a
-     * target that cannot even do that is refused at start. */
-    if (rc == 0) {
-        rc = target->ops->sync_all(target);
-        if (rc < 0)
-            *err = g_strdup_printf("target: cannot sync: %s", g_strerror(-rc));
-    }
+
+    g_autoptr(GHashTable) seen =
+        g_hash_table_new_full(image_key_hash, image_key_equal, g_free, NULL);
+    rc = scan_tree(job, source_dirfd, "", job->found, seen, err);
     if (rc < 0) {
         mirror_job_free(job);
         return rc;
@@ -556,13 +650,103 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
     return 0;
 }
 
+/* Two images must never share a file on the target (a stale hard link of
+ * an earlier run, opened by two names): the later one gets a new file. */
+static void separate_target_files(struct mirror_job *job)
+{
+    g_autoptr(GHashTable) owners =
+        g_hash_table_new_full(image_key_hash, image_key_equal, g_free, NULL);
+
+    for (guint i = 0; i < job->images->len; i++) {
+        struct image *img = g_ptr_array_index(job->images, i);
+        struct stat st;
+        int fd = mirror_image_target_fd(job, img);
+        if (fd < 0)
+            continue;
+        int rc = fstat(fd, &st);
+        close(fd);
+        if (rc < 0)
+            continue;
+        struct image_key key = {st.st_dev, st.st_ino};
+        if (!g_hash_table_contains(owners, &key)) {
+            struct image_key *k = g_new(struct image_key, 1);
+            *k = key;
+            g_hash_table_insert(owners, k, img);
+        } else {
+            mirror_retarget_image(job, img, img->name);
+        }
+    }
+}
+
+int mirror_job_start_target(struct mirror_job *job, char **err)
+{
+    struct target *target = job->target;
+    int rc = 0;
+
+    if (job->opts->persist) {
+        rc = persist_open(job->state_dir, job->source_path, target->description, &job->persist,
+                          &job->had_state, err);
+        if (rc < 0)
+            return rc;
+    }
+    for (guint i = 0; rc == 0 && i < job->found->len; i++) {
+        struct found_file *f = g_ptr_array_index(job->found, i);
+        const char *leaf;
+        struct stat st;
+        struct image *img;
+        int trc;
+        int dir = tree_open_parent(job->source_dirfd, f->path, false, &leaf);
+        int fd = dir >= 0 ? openat(dir, leaf, O_PATH | O_NOFOLLOW | O_CLOEXEC) : dir;
+
+        if (dir >= 0)
+            close(dir);
+        rc = fd < 0 ? fd : fstat(fd, &st) < 0 ? -errno : 0;
+        if (rc == 0 && (st.st_dev != f->dev || st.st_ino != f->ino || !S_ISREG(st.st_mode)))
+            rc = -ESTALE;
+        if (rc < 0) {
+            *err = g_strdup_printf("%s: changed while starting: %s", f->path, g_strerror(-rc));
+        } else {
+            rc = add_image(job, f->path, fd, &st, true, false, &trc, &img);
+            if (rc < 0)
+                *err = g_strdup_printf("target: cannot open %s there: %s", f->path,
+                                       g_strerror(-rc));
+            else
+                image_unref(img);
+        }
+        if (fd >= 0)
+            close(fd);
+    }
+    g_ptr_array_set_size(job->found, 0);
+    if (rc < 0)
+        return rc;
+    if (target->ops->tree_fd) {
+        separate_target_files(job);
+        job->ns = ns_new(job, job->source_dirfd, target->ops->tree_fd(target));
+        g_autofree char *first = NULL;
+        rc = ns_audit(job->ns, NS_REPAIR, &first);
+        if (rc < 0) {
+            *err = g_strdup_printf("target: %s", first);
+            return rc;
+        }
+    }
+    /* The names made on the target are durable before any guest runs: a
+     * target that cannot even do that is refused at start. */
+    rc = target->ops->sync_all(target);
+    if (rc < 0)
+        *err = g_strdup_printf("target: cannot sync: %s", g_strerror(-rc));
+    return rc;
+}
+
 void mirror_job_free(struct mirror_job *job)
 {
     if (!job)
         return;
+    ns_free(job->ns);
     for (guint i = 0; i < job->images->len; i++)
         image_unref(g_ptr_array_index(job->images, i));
     g_ptr_array_free(job->images, TRUE);
+    g_hash_table_destroy(job->by_ident);
+    g_ptr_array_free(job->found, TRUE);
     pthread_cond_destroy(&job->wake);
     pthread_mutex_destroy(&job->lock);
     pthread_mutex_destroy(&job->ns_lock);
@@ -585,25 +769,43 @@ struct copy_result {
     int rc;                  /* 0 or -errno */
     enum copy_error_side side;
     bool data_written;
+    bool yielded;            /* stopped for a waiting guest: not an error */
     uint64_t hole_end;       /* the run ended in a hole that goes on to here */
 };
 
 /* Wait until the speed limit lets n more bytes be copied.  The wait is cut
  * short when the limit changes (a speed-up must not wait out a debt run up
  * at 1K/s) or the job stops. */
-static void throttle(struct mirror_job *job, uint64_t n)
+static bool throttle(struct mirror_job *job, struct image *img, uint64_t n)
 {
+    bool go_on = true;
+
     pthread_mutex_lock(&job->lock);
     uint64_t now = now_ns();
     uint64_t until = now + ratelimit_charge(&job->limiter, n, now);
     unsigned gen = job->speed_gen;
     while (now < until && gen == job->speed_gen && !job->stopping &&
            (job->state == JOB_RUNNING || job->state == JOB_DRAINING)) {
+        /* A guest operation waits for this image's copies to get out of
+         * the way (a truncate, a write-blocking write): the copy gives its
+         * claim back rather than make the guest wait out the limit. */
+        if (image_guest_waiting(img)) {
+            go_on = false;
+            break;
+        }
         struct timespec ts =
             cond_deadline(CLOCK_REALTIME, MIN(until - now, 100 * 1000 * 1000ull));
         pthread_cond_timedwait(&job->wake, &job->lock, &ts);
         now = now_ns();
     }
+    pthread_mutex_unlock(&job->lock);
+    return go_on;
+}
+
+void mirror_wake(struct mirror_job *job)
+{
+    pthread_mutex_lock(&job->lock);
+    pthread_cond_broadcast(&job->wake);
     pthread_mutex_unlock(&job->lock);
 }
 
@@ -693,7 +895,11 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
             size_t want = (size_t)MIN(seg_end - pos, job->chunk);
             /* Charged before the read: what the limit counts is data
              * moved, so holes are free. */
-            throttle(job, want);
+            if (!throttle(job, img, want)) {
+                r->rc = -EAGAIN;
+                r->yielded = true;
+                return;
+            }
             ssize_t n = source_read(img, c->first_pass, buf, want, pos);
             int rc;
 
@@ -841,7 +1047,11 @@ static void verify_run(struct mirror_job *job, struct image *img, const struct c
     g_autofree bool *differ = g_new0(bool, c->count);
     uint64_t differing = 0;
 
-    throttle(job, c->len);
+    if (!throttle(job, img, c->len)) {
+        /* Compared later: nothing differs for now. */
+        image_release_verify_later(img, c);
+        return;
+    }
     ssize_t n = c->len ? source_read(img, false, buf, c->len, c->off) : 0;
     int trc = job->target->ops->pread(img->tgt, tbuf, c->len, c->off);
     for (uint64_t k = 0; k < c->count; k++) {
@@ -903,6 +1113,8 @@ static gpointer worker_main(gpointer data)
         for (;;) {
             copy_run(job, img, &c, buf, &r);
             image_release(img, &c, r.rc == 0, r.data_written);
+            if (r.yielded)
+                break; /* gave way to a guest; the run is dirty again */
             if (r.rc < 0) {
                 consecutive_errors++;
                 backoff = handle_copy_error(job, img, &r, c.off, consecutive_errors);
@@ -1081,8 +1293,68 @@ static void auto_copy_mode(struct mirror_job *job)
     pthread_mutex_unlock(&job->lock);
 }
 
+/* Rounds of the completion audit that may still find differences after
+ * repairing them, before the job fails: a difference that comes back is
+ * something the daemon cannot fix (or somebody else changing the target). */
+#define AUDIT_MAX_ROUNDS 5
+
+/* The drain's audit of the namespace and metadata: true when the trees
+ * are equal, false when the manager must look again (repairs made data
+ * dirty) or the job failed. */
+static bool audit_tree(struct mirror_job *job)
+{
+    g_autofree char *first = NULL;
+    uint64_t start = now_ns();
+    int found = ns_audit(job->ns, NS_REPAIR | NS_FINAL, &first);
+
+    if (found > 0)
+        mirror_event(job, "audit", "repaired %d differences (the first: %s)", found, first);
+    pthread_mutex_lock(&job->lock);
+    bool clean = true;
+    for (guint i = 0; i < job->images->len && clean; i++)
+        clean = image_is_clean(g_ptr_array_index(job->images, i));
+    pthread_mutex_unlock(&job->lock);
+    if (found >= 0 && !clean)
+        return false;
+    if (found >= 0) {
+        g_clear_pointer(&first, g_free);
+        found = ns_audit(job->ns, NS_FINAL, &first);
+    }
+    if (found == 0) {
+        job_log(job, LOG_INFO, "audit: source and target trees are equal (%.3f s)",
+                (double)(now_ns() - start) / 1e9);
+        return true;
+    }
+    g_autofree char *msg = found < 0 ? g_strdup_printf("audit: %s", first)
+                                     : g_strdup_printf("audit: the target differs: %s", first);
+    mirror_report_error(job, "%s", msg);
+    if (++job->audit_rounds >= AUDIT_MAX_ROUNDS)
+        fail_job(job, msg);
+    return false;
+}
+
+void mirror_request_cancel(struct mirror_job *job)
+{
+    if (job)
+        job->cancel_requested = 1;
+}
+
 static void manager_tick(struct mirror_job *job)
 {
+    if (job->cancel_requested) {
+        job->cancel_requested = 0;
+        pthread_mutex_lock(&job->lock);
+        bool cancel = job->state == JOB_RUNNING || job->state == JOB_DRAINING;
+        if (cancel) {
+            job->state = JOB_CANCELLED;
+            pthread_cond_broadcast(&job->wake);
+        }
+        pthread_mutex_unlock(&job->lock);
+        if (cancel) {
+            job_log(job, LOG_WARNING, "signal: cancelled");
+            mirror_event(job, "ctl", "cancel (signal)");
+        }
+    }
     pthread_mutex_lock(&job->lock);
     enum job_state state = job->state;
     bool copying = job_copying(job);
@@ -1181,6 +1453,12 @@ static void manager_tick(struct mirror_job *job)
         for (guint i = 0; i < imgs->len; i++)
             if (!flush_clean_image(job, g_ptr_array_index(imgs, i)))
                 return;
+        /* Every image is a flushed copy: now the namespace and metadata
+         * (ns.c), compared, repaired, and compared again.  A repair may
+         * make data dirty (a target file that was lost, a size that does
+         * not match), which is copied before the next look. */
+        if (job->ns && !audit_tree(job))
+            return;
         /* Every image was flushed without error just now; this makes the
          * names durable.  Its error may also be an old one of data that was
          * flushed again since, so it gets the policy and another try (a
@@ -1442,8 +1720,11 @@ int mirror_finish(struct mirror_job *job)
             job->state = JOB_CANCELLED;
         } else {
             job->state = JOB_DRAINING;
-            /* Nobody can resume a paused job once the mount is gone. */
+            /* Nobody can resume a paused job once the mount is gone, nor
+             * lift a speed limit: the drain runs at drain_speed. */
             job->paused = false;
+            ratelimit_set_rate(&job->limiter, job->opts->drain_speed, job->chunk, now_ns());
+            job->speed_gen++;
             for (guint i = 0; i < job->images->len; i++) {
                 struct image *img = g_ptr_array_index(job->images, i);
                 pthread_mutex_lock(&img->lock);

@@ -11,6 +11,7 @@
 
 #include <glib.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/stat.h>
@@ -47,6 +48,9 @@ struct mirror_job {
     pthread_mutex_t lock;
     pthread_cond_t wake;   /* work may be there, or the state changed */
     GPtrArray *images;     /* struct image *, one reference each */
+    GHashTable *by_ident;  /* (dev, ino) -> struct image *, the same images */
+    GPtrArray *found;      /* the start-up scan's regular files, until the start */
+    struct ns *ns;         /* the namespace of a directory target; NULL for NBD */
     guint next_image;      /* round-robin start for the workers */
     enum job_state state;
     bool paused;
@@ -74,6 +78,8 @@ struct mirror_job {
     int trace_readers;        /* atomic: open trace files */
     const char *last_phase;   /* manager: the phase last announced */
     unsigned flush_failures;  /* manager: failed target flushes in a row */
+    unsigned audit_rounds;    /* manager: completion audits that found differences */
+    volatile sig_atomic_t cancel_requested; /* mirror_request_cancel() */
     uint64_t last_periodic_flush_ns; /* manager */
     uint64_t last_target_retry_ns;   /* manager */
 
@@ -90,12 +96,18 @@ struct mirror_job {
     uint64_t rate_last_ns;
 };
 
-/* Create the job: scan SOURCE (through source_dirfd) for regular files,
- * create their twins on the target (fresh unless sync=none) and the
- * directories and symlinks leading to them.  0 or -errno with *err set. */
+/* Create the job and scan SOURCE (through source_dirfd) for its regular
+ * files, writing nothing anywhere: every start-up check can still refuse.
+ * target may not exist yet (set job->target before the next step).
+ * 0 or -errno with *err set. */
 int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *source_path,
                    struct target *target, const char *state_dir, bool foreground,
                    struct mirror_job **out, char **err);
+/* The first writes: open the crash-safe state, each image's file on the
+ * target (fresh unless the state, sync=none or -o overwrite say it holds
+ * data), then the rest of the namespace (ns.c), durable.  0 or -errno with
+ * *err set. */
+int mirror_job_start_target(struct mirror_job *job, char **err);
 /* Start the workers and the manager (after fuse_daemonize()). */
 void mirror_start(struct mirror_job *job);
 /* The mount is gone: no guest can write any more.  Drain (on_unmount=
@@ -103,6 +115,9 @@ void mirror_start(struct mirror_job *job);
  * threads.  Returns the exit code: 0 completed, 2 cancelled, 3 failed. */
 int mirror_finish(struct mirror_job *job);
 void mirror_job_free(struct mirror_job *job);
+/* Cancel the job (as `cancel` in ctl) at the manager's next look.  Safe to
+ * call from a signal handler. */
+void mirror_request_cancel(struct mirror_job *job);
 
 /* Around every change of a source image through the mount: begin before
  * the source changes (the crash-safe state marks the range first), end
@@ -114,6 +129,9 @@ void mirror_change_end(struct mirror_job *job, struct image *img, uint64_t off,
 
 /* Wake a worker: new dirty data. Cheap when nobody sleeps. */
 void mirror_kick(struct mirror_job *job);
+/* Wake every thread waiting on the job (a copy waiting for the rate limit
+ * included).  Call without an image's lock. */
+void mirror_wake(struct mirror_job *job);
 
 /* The image of a source file, by identity; NULL if none.  New reference. */
 struct image *mirror_find_image(struct mirror_job *job, dev_t dev, ino_t ino);
@@ -123,6 +141,21 @@ struct image *mirror_find_image(struct mirror_job *job, dev_t dev, ino_t ino);
  * New reference; NULL with an error recorded when the target refuses. */
 struct image *mirror_add_image(struct mirror_job *job, const char *name, int fd,
                                const struct stat *st);
+/* The image of the regular file name in dirfd (stat st), at path: the one
+ * the job has, or a new one (mirrored from its first byte).  New reference;
+ * NULL with an error recorded. */
+struct image *mirror_image_for(struct mirror_job *job, const char *path, int dirfd,
+                               const char *name, const struct stat *st);
+/* A new fd of the image's file on a directory target (close it), or
+ * -ENOENT without one, -EOPNOTSUPP for targets without files. */
+int mirror_image_target_fd(struct mirror_job *job, struct image *img);
+/* The image's file on the target is lost (no name left to link): a new one
+ * at path, copied from scratch.  0 or -errno. */
+int mirror_retarget_image(struct mirror_job *job, struct image *img, const char *path);
+/* The target's size of a clean image differs from the source's (size):
+ * resize it and compare everything. */
+void mirror_resync_image(struct mirror_job *job, struct image *img, uint64_t size);
+
 /* The file was unlinked (last link) or replaced: stop mirroring it.  Its
  * name on the target is the caller's business. */
 void mirror_drop_image(struct mirror_job *job, struct image *img);

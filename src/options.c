@@ -29,13 +29,19 @@ struct raw_options {
     char *on_source_error;
     char *on_unmount;
     char *persist;
+    char *drain_speed;
+    char *open_writers;
     int overwrite;
+    int allow_other;
+    int default_permissions;
     int show_help;
     int show_version;
     char *source;
     int nonopts;
     char *extra_nonopt;
 };
+
+enum { KEY_ALLOW_OTHER = 100, KEY_DEFAULT_PERMISSIONS };
 
 #define RAW(name, field)                                                                \
     {"--" name "=%s", offsetof(struct raw_options, field), 0},                         \
@@ -56,16 +62,24 @@ static const struct fuse_opt option_table[] = {
     RAW("on_source_error", on_source_error),
     RAW("on_unmount", on_unmount),
     RAW("persist", persist),
+    RAW("drain_speed", drain_speed),
+    RAW("open_writers", open_writers),
+    FUSE_OPT_KEY("allow_other", KEY_ALLOW_OTHER),
+    FUSE_OPT_KEY("default_permissions", KEY_DEFAULT_PERMISSIONS),
     {"overwrite", offsetof(struct raw_options, overwrite), 1},
     {"--overwrite", offsetof(struct raw_options, overwrite), 1},
     FUSE_OPT_END};
-
-enum { KEY_HELP, KEY_VERSION };
 
 static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
     struct raw_options *raw = data;
 
+    /* FUSE's own options that change what mirrorfs does: noted, and left
+     * for the session. */
+    if (key == KEY_ALLOW_OTHER)
+        raw->allow_other = 1;
+    if (key == KEY_DEFAULT_PERMISSIONS)
+        raw->default_permissions = 1;
     if (key != FUSE_OPT_KEY_NONOPT)
         return 1;
     /* First positional argument: SOURCE, ours.  Second: MOUNTPOINT, left
@@ -99,6 +113,8 @@ static void raw_clear(struct raw_options *raw)
     free(raw->on_source_error);
     free(raw->on_unmount);
     free(raw->persist);
+    free(raw->drain_speed);
+    free(raw->open_writers);
     g_free(raw->source);
     g_free(raw->extra_nonopt);
 }
@@ -117,6 +133,7 @@ static const char *const error_action_names[] = {"report", "ignore", "stop", NUL
 static const char *const sync_names[] = {"full", "none", NULL};
 static const char *const unmount_names[] = {"complete", "cancel", NULL};
 static const char *const on_off_names[] = {"off", "on", NULL};
+static const char *const open_writers_names[] = {"refuse", "verify", NULL};
 
 const char *copy_mode_name(enum copy_mode m)
 {
@@ -200,6 +217,15 @@ static int validate(const struct raw_options *raw, struct mirror_options *opts, 
         }
         opts->speed = v;
     }
+    if (raw->drain_speed) {
+        if (parse_size(raw->drain_speed, &v) < 0) {
+            *err = g_strdup_printf("drain_speed=%s: expected bytes per second, with K, M or G "
+                                   "suffix (0 = unlimited)",
+                                   raw->drain_speed);
+            return -EINVAL;
+        }
+        opts->drain_speed = v;
+    }
     if (raw->workers && parse_count(raw->workers, 1, OPT_MAX_WORKERS, &opts->workers) < 0) {
         *err = g_strdup_printf("workers=%s: expected a number from 1 to %u", raw->workers,
                                OPT_MAX_WORKERS);
@@ -227,6 +253,9 @@ static int validate(const struct raw_options *raw, struct mirror_options *opts, 
              "on_source_error");
     ENUM_OPT(raw->on_unmount, unmount_names, opts->on_unmount, "on_unmount");
     ENUM_OPT(raw->persist, on_off_names, opts->persist, "persist");
+    ENUM_OPT(raw->open_writers, open_writers_names, opts->open_writers, "open_writers");
+    opts->allow_other = raw->allow_other;
+    opts->default_permissions = raw->default_permissions;
 
     /* Like QEMU's mirror: the default buffer grows to hold one granule. */
     uint64_t gmax = max_granularity(opts);

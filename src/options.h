@@ -18,6 +18,8 @@ enum copy_mode { COPY_MODE_BACKGROUND, COPY_MODE_WRITE_BLOCKING, COPY_MODE_AUTO 
 enum sync_mode { SYNC_FULL, SYNC_NONE };
 enum error_action { ERROR_ACTION_REPORT, ERROR_ACTION_IGNORE, ERROR_ACTION_STOP };
 enum unmount_action { UNMOUNT_COMPLETE, UNMOUNT_CANCEL };
+/* A source file held open for writing by a process outside the mount. */
+enum open_writers { OPEN_WRITERS_REFUSE, OPEN_WRITERS_VERIFY };
 
 /* granularity=auto (the default): per image, the smallest power of two from
  * OPT_MIN_GRANULARITY to OPT_AUTO_MAX_GRANULARITY that keeps the image within
@@ -41,6 +43,7 @@ struct mirror_options {
     uint64_t granularity; /* 0: auto, chosen per image */
     uint64_t buf_size;
     uint64_t speed; /* bytes/s, 0 = unlimited */
+    uint64_t drain_speed; /* the same once unmounted (the drain); 0 = unlimited */
     unsigned workers;
     unsigned threads;      /* FUSE worker threads; 0: auto (one per CPU, at least 2) */
     unsigned auto_after_s; /* copy_mode=auto: switch after this long without progress */
@@ -49,6 +52,9 @@ struct mirror_options {
     enum error_action on_target_error;
     enum error_action on_source_error;
     enum unmount_action on_unmount;
+    enum open_writers open_writers;
+    bool allow_other;          /* FUSE options seen (left in args) */
+    bool default_permissions;
     bool overwrite;
     bool persist;    /* crash-safe state in state_dir (default on) */
     bool show_help;

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "target.h"
+#include "tree.h"
 
 #include <errno.h>
 #include <stdbool.h>
@@ -30,41 +31,47 @@ static int ft_dirfd(struct target *t)
     return ((struct file_target *)t)->dirfd;
 }
 
-/* mkdir -p of the directories leading to name (not name itself). */
-static int make_parents(int dirfd, const char *name)
-{
-    g_autofree char *copy = g_strdup(name);
-    char *slash = copy;
-
-    while ((slash = strchr(slash, '/')) != NULL) {
-        *slash = '\0';
-        if (mkdirat(dirfd, copy, 0755) < 0 && errno != EEXIST)
-            return -errno;
-        *slash++ = '/';
-    }
-    return 0;
-}
-
 static int ft_open_image(struct target *t, const char *name, mode_t mode, uint64_t size,
                          int fresh, struct target_image **out)
 {
-    int dirfd = ft_dirfd(t);
-    int flags = O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC;
-    int fd, rc;
+    const char *leaf;
+    struct stat st;
+    int fd = -1, rc;
+    int dir = tree_open_parent(ft_dirfd(t), name, true, &leaf);
 
-    rc = make_parents(dirfd, name);
-    if (rc < 0)
-        return rc;
-    fd = openat(dirfd, name, flags, mode & 07777);
-    if (fd < 0)
-        return -errno;
-    /* Fresh: drop any old blocks so that the first pass may skip holes and
-     * still leave a target that reads back as zeroes there. */
-    if (fresh && (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0)) {
-        rc = -errno;
+    if (dir < 0)
+        return dir;
+    /* O_NONBLOCK: whatever is there is never waited for (a FIFO). */
+    if (!fresh)
+        fd = openat(dir, leaf, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
         close(fd);
-        return rc;
+        fd = -1;
     }
+    if (fd < 0) {
+        /* A new file: a stale one may have other names (hard links) that
+         * must not see this image's data, and anything else in its place
+         * goes (never followed). */
+        rc = tree_remove(dir, leaf);
+        if (rc == 0) {
+            fd = openat(dir, leaf, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+            rc = fd < 0 ? -errno : 0;
+        }
+        if (rc == 0 && ftruncate(fd, (off_t)size) < 0)
+            rc = -errno;
+        if (rc < 0) {
+            if (fd >= 0)
+                close(fd);
+            close(dir);
+            return rc;
+        }
+        /* Its mode and owner come with the namespace (ns.c); until then
+         * nobody but root reads it. */
+        (void)mode;
+    } else {
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    }
+    close(dir);
     *out = g_new0(struct target_image, 1);
     (*out)->fd = fd;
     /* Whole-block copies bypass the target's page cache (they are not read
@@ -79,9 +86,15 @@ static int ft_open_image(struct target *t, const char *name, mode_t mode, uint64
 static int ft_probe(struct target *t, const char *name, uint64_t *size)
 {
     struct stat st;
+    const char *leaf;
+    int dir = tree_open_parent(ft_dirfd(t), name, false, &leaf);
 
-    if (fstatat(ft_dirfd(t), name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-        return -errno;
+    if (dir < 0)
+        return dir == -ENOTDIR || dir == -ELOOP ? -ENOENT : dir;
+    int rc = tree_lstat(dir, leaf, &st);
+    close(dir);
+    if (rc < 0)
+        return rc;
     if (!S_ISREG(st.st_mode))
         return -ENOENT;
     *size = (uint64_t)st.st_size;
@@ -187,62 +200,14 @@ static int ft_flush(struct target_image *ti)
     return fsync(ti->fd) < 0 ? -errno : 0;
 }
 
-static int ft_mkdir(struct target *t, const char *name, mode_t mode)
+static int ft_fd(struct target_image *ti)
 {
-    int rc = make_parents(ft_dirfd(t), name);
-
-    if (rc < 0)
-        return rc;
-    if (mkdirat(ft_dirfd(t), name, mode & 07777) < 0 && errno != EEXIST)
-        return -errno;
-    return 0;
+    return ti->fd;
 }
 
-static int ft_rmdir(struct target *t, const char *name)
+static int ft_tree_fd(struct target *t)
 {
-    if (unlinkat(ft_dirfd(t), name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-        return -errno;
-    return 0;
-}
-
-static int ft_unlink(struct target *t, const char *name)
-{
-    if (unlinkat(ft_dirfd(t), name, 0) < 0 && errno != ENOENT)
-        return -errno;
-    return 0;
-}
-
-static int ft_rename(struct target *t, const char *from, const char *to, unsigned flags)
-{
-    int rc = make_parents(ft_dirfd(t), to);
-
-    if (rc < 0)
-        return rc;
-    if (renameat2(ft_dirfd(t), from, ft_dirfd(t), to, flags) < 0)
-        return -errno;
-    return 0;
-}
-
-static int ft_symlink(struct target *t, const char *linkname, const char *name)
-{
-    int rc = make_parents(ft_dirfd(t), name);
-
-    if (rc < 0)
-        return rc;
-    if (symlinkat(linkname, ft_dirfd(t), name) < 0)
-        return -errno;
-    return 0;
-}
-
-static int ft_link(struct target *t, const char *existing, const char *name)
-{
-    int rc = make_parents(ft_dirfd(t), name);
-
-    if (rc < 0)
-        return rc;
-    if (linkat(ft_dirfd(t), existing, ft_dirfd(t), name, 0) < 0)
-        return -errno;
-    return 0;
+    return ft_dirfd(t);
 }
 
 static int ft_sync_all(struct target *t)
@@ -272,12 +237,8 @@ static const struct target_ops file_target_ops = {
     .zero = ft_zero,
     .truncate = ft_truncate,
     .flush = ft_flush,
-    .mkdir = ft_mkdir,
-    .rmdir = ft_rmdir,
-    .unlink = ft_unlink,
-    .rename = ft_rename,
-    .symlink = ft_symlink,
-    .link = ft_link,
+    .fd = ft_fd,
+    .tree_fd = ft_tree_fd,
     .sync_all = ft_sync_all,
     .destroy = ft_destroy,
 };

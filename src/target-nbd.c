@@ -51,8 +51,9 @@
  * the image's callers and a budget per call (RECONNECT_BUDGET_NS), so a
  * worker never hangs on a server that is gone.  A reconnect keeps writing
  * to the export the image was opened on, even when the image was renamed
- * since.  Namespace operations have no NBD meaning and succeed; hard links
- * (ops->link) are left NULL, so a source with them is refused.
+ * since.  An NBD target has no namespace (no tree_fd): exports are made by
+ * the server's administrator, and only image data is mirrored; a source
+ * with hard links is refused (an export cannot have two names).
  *
  * Limits of what a client can know, documented rather than hidden:
  * - Writes acknowledged but not yet flushed when a server dies may be lost
@@ -1231,34 +1232,6 @@ static void nt_close_image(struct target_image *ti)
     g_free(ti);
 }
 
-/* Namespace operations have no NBD meaning: exports are made by the
- * server's administrator, and an image renamed through the mount keeps
- * going to the export it was opened on.  Succeed without doing anything. */
-static int nt_mkdir(struct target *t, const char *name, mode_t mode)
-{
-    return 0;
-}
-
-static int nt_rmdir(struct target *t, const char *name)
-{
-    return 0;
-}
-
-static int nt_unlink(struct target *t, const char *name)
-{
-    return 0;
-}
-
-static int nt_rename(struct target *t, const char *from, const char *to, unsigned flags)
-{
-    return 0;
-}
-
-static int nt_symlink(struct target *t, const char *linkname, const char *name)
-{
-    return 0;
-}
-
 static int nt_sync_all(struct target *t)
 {
     struct nbd_target *nt = (struct nbd_target *)t;
@@ -1297,11 +1270,6 @@ static const struct target_ops nbd_target_ops = {
     .zero = nt_zero,
     .truncate = nt_truncate,
     .flush = nt_flush,
-    .mkdir = nt_mkdir,
-    .rmdir = nt_rmdir,
-    .unlink = nt_unlink,
-    .rename = nt_rename,
-    .symlink = nt_symlink,
     .sync_all = nt_sync_all,
     .destroy = nt_destroy,
 };

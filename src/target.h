@@ -1,9 +1,12 @@
-/* target.h - the mirror's target as a black box.
+/* target.h - the mirror's target as a black box for data.
  *
- * The job only ever writes, zeroes, resizes and flushes whole images and
- * mirrors namespace changes; how that happens (a local directory today, an
- * NBD server per image later) is the backend's business.  Names are paths
- * relative to the top of the mirror ("vm1/disk.img"), never absolute.
+ * The job writes, zeroes, resizes and flushes whole images; how that
+ * happens (a local directory, or an NBD export per image) is the backend's
+ * business.  Names are paths relative to the top of the mirror
+ * ("vm1/disk.img"), never absolute.  The namespace and metadata around the
+ * images (directories, symlinks, special files, modes, owners, times,
+ * xattrs, hard links) exist only on a directory target, which hands its
+ * tree to ns.c (tree_fd); an NBD target keeps image data only.
  *
  * All functions return 0 or -errno and are safe to call from several
  * threads at once, on the same image too (positional I/O only).
@@ -20,13 +23,15 @@ struct target_image;
 struct target_ops {
     const char *kind;
     /* Open (creating missing parent directories) the image NAME.  With
-     * fresh, its old content is dropped and it is sized to size, all zero
-     * (a hole where the backend can); otherwise it is kept as it is. */
+     * fresh, it is a new file sized to size, all zero (a hole where the
+     * backend can), whatever was there before; otherwise the file there is
+     * kept as it is (anything but a regular file there is replaced by a
+     * new one: probe tells the caller beforehand). */
     int (*open_image)(struct target *t, const char *name, mode_t mode, uint64_t size,
                       int fresh, struct target_image **out);
     void (*close_image)(struct target_image *ti);
-    /* Whether NAME holds data already (0 and *size), -ENOENT when it does
-     * not exist; NULL when the backend cannot tell. */
+    /* Whether NAME holds data already (0 and *size), -ENOENT when there is
+     * no regular file of that name; NULL when the backend cannot tell. */
     int (*probe)(struct target *t, const char *name, uint64_t *size);
     int (*pwrite)(struct target_image *ti, const void *buf, size_t len, uint64_t off);
     /* Read back (verify): all of [off, off+len), zeroes past the end. */
@@ -35,15 +40,12 @@ struct target_ops {
     int (*zero)(struct target_image *ti, uint64_t off, uint64_t len);
     int (*truncate)(struct target_image *ti, uint64_t size);
     int (*flush)(struct target_image *ti);
-    /* Namespace.  Missing entries are not errors for unlink and rmdir. */
-    int (*mkdir)(struct target *t, const char *name, mode_t mode);
-    int (*rmdir)(struct target *t, const char *name);
-    int (*unlink)(struct target *t, const char *name);
-    int (*rename)(struct target *t, const char *from, const char *to, unsigned flags);
-    int (*symlink)(struct target *t, const char *linkname, const char *name);
-    /* A second name for an image (hard link); NULL when the backend has no
-     * such thing. */
-    int (*link)(struct target *t, const char *existing, const char *name);
+    /* The image's file, for the namespace (an fd the caller must not
+     * close); NULL when the backend has no files. */
+    int (*fd)(struct target_image *ti);
+    /* The root of the target's tree (a directory fd the caller must not
+     * close); NULL when the backend has no tree. */
+    int (*tree_fd)(struct target *t);
     /* Make everything done so far durable (files and directory entries). */
     int (*sync_all)(struct target *t);
     void (*destroy)(struct target *t);
