@@ -88,6 +88,15 @@ void ctl_open(fuse_req_t req, struct mirror_job *job, enum ctl_node node,
         fuse_reply_err(req, EACCES);
         return;
     }
+    /* Steering the job and watching the guests' writes are for the
+     * mount's owner (and root): with allow_other every user reaches the
+     * mount.  The modes say so too, for the kernel's own check. */
+    uid_t caller = fuse_req_ctx(req)->uid;
+    if ((node == CTL_CTL || node == CTL_EVENTS || node == CTL_TRACE) && caller != 0 &&
+        caller != getuid()) {
+        fuse_reply_err(req, EACCES);
+        return;
+    }
     h = g_new0(struct ctl_handle, 1);
     h->refs = 1;
     h->node = node;
