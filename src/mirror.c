@@ -200,6 +200,7 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
     struct target_image *ti = NULL;
     struct persist_image *pst = NULL;
     struct bitmap *previous = NULL;
+    enum persist_previous found = PERSIST_PREV_NONE;
     g_autofree char *proc = g_strdup_printf("/proc/self/fd/%d", fd);
     uint64_t size = (uint64_t)st->st_size, tsize = 0;
     enum image_start start = START_FULL;
@@ -219,7 +220,11 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
         enum persist_marks how = !at_start                   ? PERSIST_MARK_ALL
                                  : job->opts->sync == SYNC_NONE ? PERSIST_MARK_PREVIOUS_OR_NONE
                                                                 : PERSIST_MARK_PREVIOUS_OR_ALL;
-        rc = persist_image_open(job->persist, name, st->st_ino, size, how, &pst, &previous);
+        struct persist_key key;
+        rc = persist_key_of_fd(fd, &key);
+        if (rc == 0)
+            rc = persist_image_open(job->persist, name, &key, size, how, &pst, &previous,
+                                    &found);
         if (rc < 0) {
             close(src_fd);
             if (direct_fd >= 0)
@@ -228,8 +233,10 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
         }
     }
     if (at_start) {
-        if (previous)
+        if (found == PERSIST_PREV_OK)
             start = START_RESUME;
+        else if (found == PERSIST_PREV_DAMAGED)
+            start = START_VERIFY; /* a state that cannot be trusted, whatever sync says */
         else if (job->opts->sync == SYNC_NONE)
             start = START_TRUST;
         else if (job->target->ops->probe &&
