@@ -227,6 +227,7 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
     struct target_image *ti = NULL;
     struct persist_image *pst = NULL;
     struct bitmap *previous = NULL;
+    enum persist_previous found = PERSIST_PREV_NONE;
     g_autofree char *proc = g_strdup_printf("/proc/self/fd/%d", fd);
     uint64_t size = (uint64_t)st->st_size, tsize = 0;
     enum image_start start = START_FULL;
@@ -252,7 +253,11 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
         enum persist_marks how = !at_start                   ? PERSIST_MARK_ALL
                                  : job->opts->sync == SYNC_NONE ? PERSIST_MARK_PREVIOUS_OR_NONE
                                                                 : PERSIST_MARK_PREVIOUS_OR_ALL;
-        rc = persist_image_open(job->persist, name, st->st_ino, size, how, &pst, &previous);
+        struct persist_key key;
+        rc = persist_key_of_fd(fd, &key);
+        if (rc == 0)
+            rc = persist_image_open(job->persist, name, &key, size, how, &pst, &previous,
+                                    &found);
         if (rc < 0) {
             close(src_fd);
             if (direct_fd >= 0)
@@ -265,12 +270,28 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
          * nothing of it (a backend that cannot tell is trusted). */
         int probe = job->target->ops->probe ? job->target->ops->probe(job->target, name, &tsize)
                                             : 0;
-        if (probe == 0 && previous)
+        if (probe == 0 && found == PERSIST_PREV_OK)
             start = START_RESUME;
+        else if (probe == 0 && found == PERSIST_PREV_DAMAGED)
+            start = START_VERIFY; /* a state that cannot be trusted, whatever sync says */
         else if (probe == 0 && job->opts->sync == SYNC_NONE)
             start = START_TRUST;
         else if (probe == 0 && tsize > 0)
             start = START_VERIFY; /* -o overwrite, or a restart without state */
+    }
+    /* A copy from scratch or a comparison may find differences anywhere:
+     * until they are done, a crash must find everything marked. */
+    if (pst && size > 0 && (start == START_FULL || start == START_VERIFY)) {
+        rc = persist_write_begin(pst, 0, size);
+        persist_write_end(pst, 0, size);
+        if (rc < 0) {
+            bitmap_free(previous);
+            persist_image_close(pst);
+            close(src_fd);
+            if (direct_fd >= 0)
+                close(direct_fd);
+            return rc;
+        }
     }
     rc = job->target->ops->open_image(job->target, name, st->st_mode, size,
                                       start == START_FULL, &ti);

@@ -6,7 +6,8 @@
 #   1. killed during the first pass: the restart copies well under the total;
 #   2. killed while a guest writes (fio with verify), at several moments;
 #   3. restarted after a clean finish: nothing to copy;
-#   4. state lost: with -o overwrite the target is compared, not recopied.
+#   4. state lost: with -o overwrite the target is compared, not recopied;
+#   5. a damaged state: compared, not resumed from.
 . "${TESTLIB:-$(dirname "$0")/lib.sh}"
 setup
 
@@ -94,5 +95,23 @@ moved=$(status_get transferred_bytes)
 [ "$moved" -le $(( 1 << 20 )) ] || fail "copied $moved bytes after a verify that found $differ"
 finish_mirror
 assert_eq "$DAEMON_RC" 0 "exit code after the verify pass"
+assert_trees_equal "$SRC" "$TGT"
+
+# --- 5. a damaged state is not resumed from: compare ---
+# The state says a.img is clean; its target copy is not, and the map's
+# header has a byte changed.  Trusting the map would leave the difference.
+amap=$(grep -l 'a\.img' "$STATE"/images/*.name)
+amap=${amap%.name}.map
+[ -f "$amap" ] || fail "no map for a.img in $STATE/images"
+printf 'corrupt' | dd of="$TGT/a.img" bs=1 seek=9000000 conv=notrunc status=none
+printf '\377' | dd of="$amap" bs=1 seek=100 conv=notrunc status=none
+start_mirror -o workers=2
+wait_phase ready 60
+differ=$(status_get verify_differing_bytes)
+checked=$(status_get verify_checked_bytes)
+[ "$differ" -gt 0 ] || fail "a damaged state was resumed from: the verify pass found nothing"
+[ "$checked" -ge $(( 96 << 20 )) ] || fail "the verify pass checked only $checked bytes"
+finish_mirror
+assert_eq "$DAEMON_RC" 0 "exit code after a damaged state"
 assert_trees_equal "$SRC" "$TGT"
 assert_clean_stderr
