@@ -87,7 +87,28 @@ struct persist_image {
     struct table *table; /* published with atomic stores */
     uint64_t nblocks;    /* map blocks in the file (lock) */
     size_t memory;       /* written under the lock, read atomically */
+    /* A change past the largest image the map can hold: the header is
+     * spoiled on disk, so that a restart compares the whole image instead
+     * of trusting a map that does not cover it.  Atomic. */
+    int overflow;
 };
+
+static int pwrite_all(int fd, const void *buf, size_t len, off_t off);
+
+/* Spoil the header durably (see overflow).  Under the lock. */
+static int overflow_locked(struct persist_image *pi)
+{
+    static const uint8_t zero[BLOCK];
+
+    if (__atomic_load_n(&pi->overflow, __ATOMIC_SEQ_CST))
+        return 0;
+    int rc = pwrite_all(pi->fd, zero, BLOCK, 0);
+    if (rc == 0 && fdatasync(pi->fd) < 0)
+        rc = -errno;
+    if (rc == 0)
+        __atomic_store_n(&pi->overflow, 1, __ATOMIC_SEQ_CST);
+    return rc;
+}
 
 /* ---- encoding --------------------------------------------------------------- */
 
@@ -643,8 +664,10 @@ int persist_image_open(struct persist *p, const char *name, const struct persist
     *out = NULL;
     *previous = NULL;
     *found = PERSIST_PREV_NONE;
-    if (nextents > MAX_EXTENTS)
-        return -EFBIG;
+    /* Larger than a map can hold: the first MAX_EXTENTS are kept, and the
+     * state says "compare everything" (overflow) after a crash. */
+    bool too_big = nextents > MAX_EXTENTS;
+    nextents = MIN(nextents, MAX_EXTENTS);
     int fd = openat(p->dirfd, mname, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
@@ -681,6 +704,11 @@ int persist_image_open(struct persist *p, const char *name, const struct persist
             page_get(pi, e / PAGE_EXTENTS)->marked[e % PAGE_EXTENTS] = DURABLE;
     }
     rc = rewrite_map(pi, blocks_for(nextents));
+    if (rc == 0 && too_big) {
+        pthread_mutex_lock(&pi->lock);
+        rc = overflow_locked(pi);
+        pthread_mutex_unlock(&pi->lock);
+    }
     /* After the map: a crash in between leaves a name file that does not
      * match (damage, so a compare) or none.  A new map file's directory
      * entry is made durable by name_write's fsync of the directory. */
@@ -748,14 +776,20 @@ int persist_write_begin(struct persist_image *pi, uint64_t off, uint64_t len)
 {
     uint64_t first = off / PERSIST_EXTENT;
     uint64_t last = (off + (len ? len : 1) - 1) / PERSIST_EXTENT;
-    /* Past the largest image: the extents before it are still covered. */
+    /* Past the largest image a map holds: after a crash the whole image
+     * is compared (overflow), so nothing past it needs a bit. */
     bool too_big = last >= MAX_EXTENTS;
     bool cold = false;
     int rc = 0;
 
-    if (first >= MAX_EXTENTS)
-        return -EFBIG;
-    last = MIN(last, MAX_EXTENTS - 1);
+    if (__atomic_load_n(&pi->overflow, __ATOMIC_SEQ_CST))
+        return 0;
+    if (too_big) {
+        pthread_mutex_lock(&pi->lock);
+        rc = overflow_locked(pi);
+        pthread_mutex_unlock(&pi->lock);
+        return rc;
+    }
     for (uint64_t e = first; e <= last; e++) {
         struct page *pg = page_get(pi, e / PAGE_EXTENTS);
         unsigned i = e % PAGE_EXTENTS;
@@ -768,7 +802,7 @@ int persist_write_begin(struct persist_image *pi, uint64_t off, uint64_t len)
             cold = true;
     }
     if (!cold)
-        return too_big ? -EFBIG : 0;
+        return 0;
     /* Cold: the bits must be on disk before the source changes.  The lock
      * covers marking and writing the blocks (into the page cache); the
      * fdatasync runs outside it, so that writers into other cold extents
@@ -810,7 +844,7 @@ int persist_write_begin(struct persist_image *pi, uint64_t off, uint64_t len)
             &page_peek(pi, e / PAGE_EXTENTS)->marked[e % PAGE_EXTENTS], &expect, DURABLE,
             false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     }
-    return rc < 0 ? rc : too_big ? -EFBIG : 0;
+    return rc;
 }
 
 void persist_write_end(struct persist_image *pi, uint64_t off, uint64_t len)
@@ -818,6 +852,10 @@ void persist_write_end(struct persist_image *pi, uint64_t off, uint64_t len)
     uint64_t first = off / PERSIST_EXTENT;
     uint64_t last = (off + (len ? len : 1) - 1) / PERSIST_EXTENT;
 
+    /* After an overflow the counts no longer matter (and a begin that
+     * came after it counted nothing). */
+    if (__atomic_load_n(&pi->overflow, __ATOMIC_SEQ_CST))
+        return;
     for (uint64_t e = first; e <= last && e < MAX_EXTENTS; e++) {
         struct page *pg = page_peek(pi, e / PAGE_EXTENTS);
         if (pg)

@@ -642,6 +642,32 @@ START_TEST(test_growth_is_resumed)
 }
 END_TEST
 
+/* A change past the largest image a map holds (256 TiB) cannot be marked:
+ * the state then says "compare everything", never "nothing there". */
+START_TEST(test_past_the_largest_map_is_damaged)
+{
+    bool had;
+    struct persist *p = open_state(&had);
+    struct persist_key k = key_of(5, 77), big = key_of(5, 78);
+    struct bitmap *prev;
+    enum persist_previous found;
+    const uint64_t cap = (1ull << 26) * E;
+
+    struct persist_image *pi = open_image(p, "small.img", &k, 2 * E,
+                                          PERSIST_MARK_PREVIOUS_OR_NONE, &prev, &found);
+    ck_assert_int_eq(persist_write_begin(pi, cap + 5, 4096), 0);
+    persist_write_end(pi, cap + 5, 4096);
+    ck_assert_int_eq(restart_view(&k, "small.img", 2 * E, &prev), PERSIST_PREV_DAMAGED);
+    persist_image_close(pi);
+
+    /* Present at start already. */
+    pi = open_image(p, "big.img", &big, cap + E, PERSIST_MARK_PREVIOUS_OR_NONE, &prev, &found);
+    ck_assert_int_eq(restart_view(&big, "big.img", cap + E, &prev), PERSIST_PREV_DAMAGED);
+    persist_image_close(pi);
+    persist_close(p);
+}
+END_TEST
+
 START_TEST(test_failed_cold_write_is_retried)
 {
     bool had;
@@ -801,6 +827,7 @@ int main(void)
     tcase_add_test(dmg, test_another_btime_is_damaged);
     tcase_add_test(dmg, test_map_shorter_than_image);
     tcase_add_test(dmg, test_torn_rewrite_is_damaged);
+    tcase_add_test(dmg, test_past_the_largest_map_is_damaged);
     suite_add_tcase(s, dmg);
 
     sr = srunner_create(s);
