@@ -376,6 +376,19 @@ static char *child(const char *path, const char *name)
 
 static void walk_dir(struct walk *w, int sfd, int tfd, const char *path, bool at_top);
 
+/* Reading a symlink may set its access time (relatime: when it is older
+ * than the change time, which setting the times makes "now"): the target's
+ * is put back to what was seen before, which is what gets compared. */
+static void keep_atime(int tdir, const char *name, const struct stat *before)
+{
+    struct stat now;
+
+    if (tree_lstat(tdir, name, &now) == 0 && !times_equal(&now.st_atim, &before->st_atim)) {
+        struct timespec tv[2] = {before->st_atim, {.tv_nsec = UTIME_OMIT}};
+        utimensat(tdir, name, tv, AT_SYMLINK_NOFOLLOW);
+    }
+}
+
 static bool target_is_link(int tdir, const char *name)
 {
     struct stat st;
@@ -524,6 +537,7 @@ static void sync_entry(struct walk *w, int sdir, int tdir, const char *name, con
                 break; /* not read: checked by the completion audit */
             tlink = e_readlink(tdir, name, (size_t)ts.st_size, &rc);
             same = tlink && strcmp(tlink, slink) == 0;
+            keep_atime(tdir, name, &ts);
             what = "a symlink to elsewhere on the target";
             break;
         case S_IFCHR:

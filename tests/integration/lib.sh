@@ -367,3 +367,36 @@ faulty_device() {
     done
     fail "nbdfuse did not come up: $(cat "$T/nbdfuse.log")"
 }
+
+# --- other users ---
+
+# as_nobody CMD...: run CMD as the unprivileged user nobody (uid and gid
+# 65534, no supplementary groups), as a hostile user of an allow_other
+# mount would.  The scratch directory is opened to others (open_scratch).
+as_nobody() {
+    setpriv --reuid=65534 --regid=65534 --clear-groups -- "$@"
+}
+
+# open_scratch: let other users reach the scratch directory (mktemp makes
+# it 0700), for tests that act as nobody.
+open_scratch() {
+    chmod 755 "$T" || fail "chmod $T"
+}
+
+# assert_entry_mirrored PATH: the target's entry at PATH has the source's
+# type, mode, owner, device number, link count and symlink target (the
+# namespace is mirrored at once, not only at completion).
+assert_entry_mirrored() {
+    local s t
+    s=$(stat -c '%F %a %u:%g %t:%T %h' "$SRC/$1" 2>&1) || fail "$1: not in the source: $s"
+    t=$(stat -c '%F %a %u:%g %t:%T %h' "$TGT/$1" 2>&1) || fail "$1: not on the target: $t"
+    [ "$s" = "$t" ] || fail "$1: source '$s', target '$t'"
+    if [ -L "$SRC/$1" ]; then
+        assert_eq "$(readlink "$TGT/$1")" "$(readlink "$SRC/$1")" "$1: symlink target"
+    fi
+}
+
+# assert_same_inode A B: the target's A and B are one file (hard links).
+assert_same_inode() {
+    assert_eq "$(stat -c %i "$TGT/$1")" "$(stat -c %i "$TGT/$2")" "$1 and $2 on the target are one inode"
+}
