@@ -5,7 +5,7 @@
 # A test sources this file, calls setup, and everything it starts is undone
 # by the EXIT trap even when an assertion fails half-way.
 #
-# Environment from Makefile.am: MIRRORFS, MIRRORCTL, MKIMAGE.
+# Environment from Makefile.am: MIRRORFS, MIRRORCTL, MKIMAGE, TREECMP.
 
 set -u
 set -o pipefail
@@ -13,6 +13,7 @@ set -o pipefail
 : "${MIRRORFS:?MIRRORFS must point at the mirrorfs binary}"
 : "${MIRRORCTL:=$(dirname "$MIRRORFS")/mirrorctl}"
 : "${MKIMAGE:=}"
+: "${TREECMP:=$(dirname "${BASH_SOURCE[0]}")/../helpers/treecmp.py}"
 
 T=""
 SRC="" TGT="" MNT="" STATE=""
@@ -79,6 +80,11 @@ cleanup() {
 setup() {
     [ -c /dev/fuse ] || skip "/dev/fuse is missing"
     command -v fusermount3 >/dev/null || fail "fusermount3 is not installed"
+    setup_scratch
+}
+
+# setup_scratch: setup without the need for FUSE (for tests of the helpers).
+setup_scratch() {
     T=$(mktemp -d "${TMPDIR:-/tmp}/mirrorfs-test.XXXXXX") || fail "mktemp"
     SRC=$T/src TGT=$T/tgt MNT=$T/mnt STATE=$T/state
     mkdir -p "$SRC" "$TGT" "$MNT" "$STATE"
@@ -146,15 +152,26 @@ assert_eq() {
     [ "$1" = "$2" ] || fail "${3:-values differ}: got '$1', expected '$2'"
 }
 
-# assert_trees_equal A B: same regular files, directories and bytes.
+# assert_trees_equal [treecmp options...] A B: tests/helpers/treecmp.py
+# finds no difference between the trees A and B (fails with its lines).
+# With no options it compares everything: types, modes (07777), owners,
+# sizes, bytes, symlink targets, device numbers, hard links, xattrs, mtime
+# and atime; --no-meta leaves out modes, owners, links, xattrs and times,
+# --data-only keeps only the regular files and their bytes.
 assert_trees_equal() {
-    local a=$1 b=$2 la lb f
-    la=$(cd "$a" && find . -mindepth 1 \( -type f -o -type d \) -printf '%y %p\n' | sort)
-    lb=$(cd "$b" && find . -mindepth 1 \( -type f -o -type d \) -printf '%y %p\n' | sort)
-    [ "$la" = "$lb" ] || fail "trees differ: $(diff <(echo "$la") <(echo "$lb") | head -n 10 | tr '\n' ' ')"
-    while read -r f; do
-        cmp -s "$a/$f" "$b/$f" || fail "file $f differs: $(cmp "$a/$f" "$b/$f" 2>&1)"
-    done < <(cd "$a" && find . -type f)
+    local out rc
+    out=$(python3 "$TREECMP" "$@" 2>&1)
+    rc=$?
+    [ "$rc" = 0 ] && return 0
+    fail "trees differ (treecmp $*: exit $rc):"$'\n'"$out"
+}
+
+# assert_exact [treecmp options...]: the finished target is an exact copy
+# of the source, metadata and all (.mirror, which only the mount shows, left
+# out).  Call it right after the job ended, before anything reads the trees:
+# reads move atimes.
+assert_exact() {
+    assert_trees_equal --exclude .mirror "$@" "$SRC" "$TGT"
 }
 
 # assert_clean_stderr: the daemon wrote no sanitizer or libfuse error report.

@@ -178,6 +178,6 @@ wait_phase ready 30
 finish_mirror
 assert_eq "$DAEMON_RC" 0 "exit code with -o overwrite"
 assert_eq "$(fsize_of "$TGT/disk.img")" 1048576 "overwritten target image size"
-assert_trees_equal "$SRC" "$TGT"
+assert_exact
 assert_clean_stderr
 exit 0

@@ -34,7 +34,7 @@ grep -Eq '^[0-9]+\.[0-9]{3} 458752 65536 a\.img$' "$T/trace" || fail "trace: $(c
 grep -Eq '^[0-9]+\.[0-9]{3} 1000 3 a\.img$' "$T/trace" || fail "trace lacks the 3-byte write: $(cat "$T/trace")"
 finish_mirror
 assert_eq "$DAEMON_RC" 0 "exit code"
-assert_trees_equal "$SRC" "$TGT"
+assert_exact
 
 # --- cancel: exit 2, the mount serves until unmounted ---
 rm -rf "$TGT" "$STATE"; mkdir -p "$TGT" "$STATE"
@@ -60,4 +60,5 @@ assert_eq "$rc" 4 "mirrorctl wait --timeout exit code"
 "$MIRRORCTL" speed "$MNT" 0
 finish_mirror
 assert_eq "$DAEMON_RC" 0 "exit code"
+assert_exact
 assert_clean_stderr

@@ -29,9 +29,9 @@ t0=$(date +%s%N)
 finish_mirror_within 60
 log "(a) drain after unmount at copied_bytes=$copied took $(ms_since "$t0") ms"
 assert_result completed 0
+assert_exact
 cmp "$SRC/big.img" "$TGT/big.img" || fail "(a) big.img differs"
 cmp "$SRC/small.img" "$TGT/small.img" || fail "(a) small.img differs"
-assert_trees_equal "$SRC" "$TGT"
 assert_clean_stderr
 
 # --- (b) fsync-acknowledged writes right before the unmount ---------------
@@ -71,6 +71,7 @@ os.close(s)
 PY
 finish_mirror_within 60
 assert_result completed 0
+assert_exact
 cmp "$T/b/shadow.img" "$SRC/disk.img" || fail "(b) the source lacks acknowledged writes"
 cmp "$T/b/shadow.img" "$TGT/disk.img" || fail "(b) the target lacks acknowledged writes"
 assert_clean_stderr
@@ -119,6 +120,6 @@ done
     fail "(d) daemon pid $dpid still running after mirrorctl finish returned"
 DAEMON_RC=$rc               # mirrorctl finish passes on the daemon's code
 assert_result completed 0
-assert_trees_equal "$SRC" "$TGT"
+assert_exact
 assert_clean_stderr
 exit 0

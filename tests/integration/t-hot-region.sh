@@ -79,6 +79,7 @@ PY
         fail "$name: guest_write_bytes is '$gwb', but fio wrote $wrote bytes"
     finish_mirror_within 60
     assert_result completed 0
+    assert_exact
     cmp "$SRC/img" "$TGT/img" || fail "$name: target differs from source"
     assert_clean_stderr
     log "$name: ok in $(( ($(date +%s%N) - t0) / 1000000 )) ms (seed $seed; writes counted during bulk: $seen_bulk_with_writes)"

@@ -80,5 +80,6 @@ grep -q "^errors: 0$" "$MNT/.mirror/status" || fail "errors in status: $(status_
 finish_mirror
 assert_result completed 0
 same_trees "$SRC" "$TGT" || fail "the target differs at completion"
+assert_exact
 assert_clean_stderr
 exit 0

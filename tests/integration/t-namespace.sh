@@ -148,7 +148,7 @@ mkdir "$MNT/keepdir" || fail "mkdir keepdir failed"
 # --- finish ---
 finish_mirror
 assert_eq "$DAEMON_RC" 0 "daemon exit code"
-assert_trees_equal "$SRC" "$TGT"
+assert_exact
 [ -d "$TGT/keepdir" ] || fail "empty directory keepdir not on the target"
 [ ! -e "$TGT/.mirror" ] || fail ".mirror was copied to the target"
 assert_clean_stderr

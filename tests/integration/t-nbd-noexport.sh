@@ -43,6 +43,7 @@ wait_synced 30
 grep -q '^image: b.img phase=ready' "$MNT/.mirror/status" || fail "b.img not ready once its export exists"
 finish_mirror
 assert_eq "$DAEMON_RC" 0 "exit code"
+assert_trees_equal --data-only "$SRC" "$EXP"
 cmp "$SRC/a.img" "$EXP/a.img" || fail "a.img differs"
 cmp "$SRC/b.img" "$EXP/b.img" || fail "b.img differs"
 

@@ -50,6 +50,6 @@ wait_phase ready
 
 finish_mirror
 assert_result completed 0
-assert_trees_equal "$SRC" "$TGT"
+assert_exact
 assert_clean_stderr
 exit 0

@@ -56,6 +56,7 @@ rm -f "$TRIGGER"
 wait_phase ready 60
 finish_mirror
 assert_eq "$DAEMON_RC" 0 "stop: exit code"
+assert_exact
 cmp "$T/stop.expected" "$TGT/disk.img" || fail "stop: target differs"
 
 # --- ignore ---
@@ -71,4 +72,5 @@ rm -f "$TRIGGER"
 wait_phase ready 60
 finish_mirror
 assert_eq "$DAEMON_RC" 0 "ignore: exit code"
+assert_exact
 cmp "$T/ignore.expected" "$TGT/disk.img" || fail "ignore: target differs"

@@ -65,6 +65,7 @@ cmp -s -n "$len1" -i "$off1:0" "$SRC/sparse.img" /dev/zero ||
 # No wait for the copy: the drain after the unmount must carry the holes over.
 finish_mirror_within 60
 assert_result completed 0
+assert_exact
 cmp "$SRC/sparse.img" "$TGT/sparse.img" || fail "sparse.img differs"
 cmp "$SRC/empty-1g.img" "$TGT/empty-1g.img" || fail "empty-1g.img differs"
 assert_alloc_close sparse.img "after finish"
@@ -98,6 +99,7 @@ cmp <(dd if="$SRC/g100.img" bs=4096 skip=1000 count=2 status=none) \
     <(dd if="$TGT/g100.img" bs=4096 skip=1000 count=2 status=none) || fail "the 4K write did not reach the target"
 finish_mirror
 assert_eq "$DAEMON_RC" 0 "exit code (auto granularity)"
+assert_exact
 rm -rf "$TGT" "$STATE"
 mkdir -p "$TGT" "$STATE"
 start_mirror -o granularity=16K
@@ -106,4 +108,5 @@ for img in g64.img g100.img g2t.img; do
 done
 finish_mirror
 assert_eq "$DAEMON_RC" 0 "exit code (granularity=16K)"
+assert_exact
 exit 0

@@ -26,6 +26,7 @@ guest_fio() {
 
 check_on_device() {
     remount_fs
+    assert_exact
     cmp "$SRC/disk.img" "$FS/tgt/disk.img" || fail "$1: target on the device differs from the source"
 }
 

@@ -53,6 +53,7 @@ mount -o remount,size=256M "$SMALL" || fail "cannot grow the tmpfs"
 wait_phase ready 60
 finish_mirror
 assert_eq "$DAEMON_RC" 0 "stop: exit code after resume"
+assert_exact
 cmp "$SRC/disk.img" "$TGT/disk.img" || fail "stop: target differs after resume"
 
 # --- report ---
@@ -82,4 +83,5 @@ mount -o remount,size=256M "$SMALL" || fail "cannot grow the tmpfs"
 wait_phase ready 60
 finish_mirror
 assert_eq "$DAEMON_RC" 0 "ignore: exit code"
+assert_exact
 cmp "$SRC/disk.img" "$TGT/disk.img" || fail "ignore: target differs"
