@@ -157,22 +157,37 @@ class Tree:
                 os.close(fd)
 
     def xattrs(self, rel):
-        path = os.path.join(self.root, rel) if rel else self.root
+        # Through the parent's /proc link: the path from / may be longer
+        # than PATH_MAX, and the l* calls do not follow the entry itself.
+        pfd = None
         try:
-            names = os.listxattr(path, follow_symlinks=False)
-        except OSError as e:
-            if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
-                return {}
-            raise Trouble("listxattr %s: %s" % (path, e.strerror))
-        out = {}
-        for n in names:
+            if rel:
+                parent, name = rel.rpartition("/")[::2]
+                pfd = (os.open(parent, os.O_PATH | os.O_DIRECTORY, dir_fd=self.fd)
+                       if parent else os.dup(self.fd))
+                path = "/proc/self/fd/%d/%s" % (pfd, name)
+            else:
+                path = "/proc/self/fd/%d" % self.fd
             try:
-                out[n] = os.getxattr(path, n, follow_symlinks=False)
+                names = os.listxattr(path, follow_symlinks=not rel)
             except OSError as e:
-                if e.errno == errno.ENODATA:  # removed meanwhile
-                    continue
-                raise Trouble("getxattr %s %s: %s" % (path, n, e.strerror))
-        return out
+                if e.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    return {}
+                raise Trouble("listxattr %s: %s" % (show_path(rel), e.strerror))
+            out = {}
+            for n in names:
+                try:
+                    out[n] = os.getxattr(path, n, follow_symlinks=not rel)
+                except OSError as e:
+                    if e.errno == errno.ENODATA:  # removed meanwhile
+                        continue
+                    raise Trouble("getxattr %s %s: %s" % (show_path(rel), n, e.strerror))
+            return out
+        except OSError as e:
+            raise Trouble("%s: %s" % (show_path(rel), e.strerror))
+        finally:
+            if pfd is not None:
+                os.close(pfd)
 
     def readlink(self, rel):
         try:
