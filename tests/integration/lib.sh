@@ -223,9 +223,10 @@ wait_synced() {
     local limit=$(( ${1:-60} * 10 )) i st=""
     for i in $(seq 1 "$limit"); do
         st=$(cat "$MNT/.mirror/status" 2>/dev/null)
-        if printf '%s\n' "$st" | grep -qx 'phase: ready' &&
-           printf '%s\n' "$st" | grep -qx 'dirty_bytes: 0' &&
-           printf '%s\n' "$st" | grep -qx 'in_flight_bytes: 0'; then
+        # Here-strings, not pipes: with pipefail, grep -q leaving early
+        # fails a printf still writing a long status (many images).
+        if grep -qx 'phase: ready' <<<"$st" && grep -qx 'dirty_bytes: 0' <<<"$st" &&
+           grep -qx 'in_flight_bytes: 0' <<<"$st"; then
             return 0
         fi
         sleep 0.1
