@@ -1631,6 +1631,8 @@ void mirror_snapshot(struct mirror_job *job, struct status_snapshot *s)
     s->resume_saved_bytes = job->resume_saved_bytes;
     s->verify_checked_bytes = g_atomic_pointer_get(&job->verify_checked_bytes);
     s->verify_differing_bytes = g_atomic_pointer_get(&job->verify_differing_bytes);
+    s->mirrored = job->ns || !job->target ? "data, namespace, metadata" : "data";
+    s->outside_writes = g_atomic_pointer_get(&job->outside_writes);
     s->verifying = false;
     for (guint i = 0; i < job->images->len; i++)
         s->verifying |= ((struct image *)g_ptr_array_index(job->images, i))->verifying;

@@ -90,6 +90,7 @@ struct mirror_job {
     uint64_t resume_saved_bytes;   /* not copied again thanks to the state */
     guint64 verify_checked_bytes;  /* atomic */
     guint64 verify_differing_bytes;/* atomic */
+    guint64 outside_writes;        /* atomic: writes to SOURCE not through the mount */
     /* Rate, sampled by the manager; job->lock. */
     uint64_t rate_bytes_per_s;
     uint64_t rate_last_bytes;

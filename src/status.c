@@ -90,6 +90,8 @@ static void emit_keys(const struct status_snapshot *s, const struct emitter *e, 
     e->flag(ctx, "verifying", s->verifying);
     e->u64(ctx, "verify_checked_bytes", s->verify_checked_bytes);
     e->u64(ctx, "verify_differing_bytes", s->verify_differing_bytes);
+    e->str(ctx, "mirrored", s->mirrored);
+    e->u64(ctx, "outside_writes", s->outside_writes);
 }
 
 static void text_flag(void *ctx, const char *key, bool v)

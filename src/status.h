@@ -52,6 +52,8 @@ struct status_snapshot {
     bool verifying;               /* a verify pass runs */
     uint64_t verify_checked_bytes;
     uint64_t verify_differing_bytes;
+    const char *mirrored;         /* what the target gets: "data, namespace, metadata" or "data" */
+    uint64_t outside_writes;      /* writes to SOURCE seen that did not come through the mount */
     uint64_t n_images;
     struct image_status *image; /* n_images entries */
 };

@@ -57,6 +57,7 @@ TGT="nbd+unix:///{name}?socket=$SOCK"
 start_mirror -o workers=4,speed=16M
 assert_eq "$(status_get target)" "$TGT" "target in status"
 assert_eq "$(status_get images)" 2 "images"
+assert_eq "$(status_get mirrored)" data "an NBD target keeps image data only"
 
 # During the first pass: overwrite a range (maybe copied already).
 head -c $((2 * M)) /dev/urandom |

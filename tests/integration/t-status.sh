@@ -11,6 +11,7 @@ random_file "$SRC/vm1/b.img" 1
 
 start_mirror
 wait_phase ready 30
+assert_eq "$(status_get mirrored)" "data, namespace, metadata" "what a directory target keeps"
 cp "$MNT/.mirror/status" "$T/st1" || fail "cannot read .mirror/status"
 
 # val KEY [FILE]: the value of KEY in a saved status text

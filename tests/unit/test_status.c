@@ -41,6 +41,8 @@ static void fill_two_images(struct status_snapshot *s)
     s->verifying = true;
     s->verify_checked_bytes = 2097152;
     s->verify_differing_bytes = 65536;
+    s->mirrored = "data, namespace, metadata";
+    s->outside_writes = 3;
     s->n_images = 2;
     s->image = g_new0(struct image_status, 2);
     s->image[0] =
@@ -75,6 +77,8 @@ static const char expected_text[] = "phase: bulk\n"
                                     "verifying: yes\n"
                                     "verify_checked_bytes: 2097152\n"
                                     "verify_differing_bytes: 65536\n"
+                                    "mirrored: data, namespace, metadata\n"
+                                    "outside_writes: 3\n"
                                     "image: vm1/disk.img phase=ready size=1048576 "
                                     "copied=1048576 dirty=0 in_flight=0 granularity=4096\n"
                                     "image: vm 2.raw phase=bulk size=2097152 "
@@ -141,6 +145,8 @@ START_TEST(test_key_order)
         "verifying",
         "verify_checked_bytes",
         "verify_differing_bytes",
+        "mirrored",
+        "outside_writes",
         "image",
         "image",
     };
@@ -179,10 +185,10 @@ START_TEST(test_text_escaping)
     text = status_format_text(&s);
     lines = g_strsplit(text, "\n", -1);
 
-    /* 26 keys + 2 images: an embedded newline must not add a line. */
-    ck_assert_uint_eq(g_strv_length(lines), 29);
+    /* 28 keys + 2 images: an embedded newline must not add a line. */
+    ck_assert_uint_eq(g_strv_length(lines), 31);
     ck_assert_str_eq(lines[16], "last_error: write: No space\\nleft \\\\ on device");
-    ck_assert_str_eq(lines[27], "image: evil\\nphase: failed \"q\" 'x'\\\\ phase=bulk "
+    ck_assert_str_eq(lines[29], "image: evil\\nphase: failed \"q\" 'x'\\\\ phase=bulk "
                                 "size=2097152 copied=0 dirty=2031616 in_flight=65536 "
                                 "granularity=65536");
     /* The forged "phase: failed" must not reach the start of a line. */
@@ -259,6 +265,8 @@ START_TEST(test_json_roundtrip)
     ck_assert_str_eq(json_object_get_string_member(o, "resumed"), "state");
     ck_assert(json_object_get_boolean_member(o, "verifying"));
     ck_assert_int_eq(obj_int(o, "verify_differing_bytes"), 65536);
+    ck_assert_str_eq(json_object_get_string_member(o, "mirrored"), "data, namespace, metadata");
+    ck_assert_int_eq(obj_int(o, "outside_writes"), 3);
 
     ck_assert(JSON_NODE_HOLDS_ARRAY(json_object_get_member(o, "images")));
     imgs = json_object_get_array_member(o, "images");
@@ -324,8 +332,8 @@ START_TEST(test_parse_roundtrip)
     t = status_parse_text(text);
     ck_assert_ptr_nonnull(t);
 
-    /* 19 keys; the image lines are not in the table. */
-    ck_assert_uint_eq(g_hash_table_size(t), 26);
+    /* 28 keys; the image lines are not in the table. */
+    ck_assert_uint_eq(g_hash_table_size(t), 28);
     ck_assert(!g_hash_table_contains(t, "image"));
     ck_assert_str_eq(g_hash_table_lookup(t, "phase"), "bulk");
     ck_assert_str_eq(g_hash_table_lookup(t, "pid"), "4242");
