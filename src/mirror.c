@@ -717,15 +717,20 @@ int mirror_job_start_target(struct mirror_job *job, char **err)
         struct image *img;
         int trc;
         int dir = tree_open_parent(job->source_dirfd, f->path, false, &leaf);
-        int fd = dir >= 0 ? openat(dir, leaf, O_PATH | O_NOFOLLOW | O_CLOEXEC) : dir;
+        int fd = dir;
 
-        if (dir >= 0)
+        if (dir >= 0) {
+            fd = openat(dir, leaf, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0)
+                fd = -errno;
             close(dir);
+        }
         rc = fd < 0 ? fd : fstat(fd, &st) < 0 ? -errno : 0;
         if (rc == 0 && (st.st_dev != f->dev || st.st_ino != f->ino || !S_ISREG(st.st_mode)))
             rc = -ESTALE;
         if (rc < 0) {
-            *err = g_strdup_printf("%s: changed while starting: %s", f->path, g_strerror(-rc));
+            *err = g_strdup_printf("%s: %s", f->path,
+                                   rc == -ESTALE ? "changed while starting" : g_strerror(-rc));
         } else {
             rc = add_image(job, f->path, fd, &st, true, false, &trc, &img);
             if (rc < 0)
