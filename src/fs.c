@@ -1201,7 +1201,7 @@ static void write_blocking_run(fuse_req_t req, struct fs *fs, struct image *img,
     if (c.target_suspect)
         trc = -EAGAIN;
     else if (res > 0) {
-        trc = fs->job->target->ops->pwrite(img->tgt, data, (size_t)res, (uint64_t)off);
+        trc = target_pwrite(img->tgt, data, (size_t)res, (uint64_t)off);
         if (trc == 0)
             g_atomic_pointer_add(&fs->job->transferred_bytes, res);
     }

@@ -85,9 +85,9 @@ void image_unref(struct image *img)
     if (!img || !g_atomic_int_dec_and_test(&img->refs))
         return;
     if (img->tgt)
-        img->job->target->ops->close_image(img->tgt);
+        target_image_close(img->tgt);
     for (guint i = 0; i < img->retired->len; i++)
-        img->job->target->ops->close_image(g_ptr_array_index(img->retired, i));
+        target_image_close(g_ptr_array_index(img->retired, i));
     g_ptr_array_free(img->retired, TRUE);
     pthread_rwlock_destroy(&img->io);
     if (img->src_fd >= 0)
@@ -175,7 +175,7 @@ int image_resize(struct image *img, uint64_t size)
         g_atomic_int_dec_and_test(&img->guest_waiting);
     }
     if (img->tgt && !img->deleted)
-        rc = img->job->target->ops->truncate(img->tgt, size);
+        rc = target_truncate(img->tgt, size);
     img->size = size;
     resize_maps(img, size);
     if (size % g != 0 && !img->deleted)

@@ -365,7 +365,7 @@ int main(int argc, char *argv[])
     fuse_session_destroy(se);
     fs_free(fs);
     mirror_job_free(job);
-    target->ops->destroy(target);
+    target_destroy(target);
     close(src_fd);
     free(cmd.mountpoint);
     fuse_opt_free_args(&args);

@@ -219,10 +219,11 @@ enum image_start {
  * the start-up scan (it may resume or be verified); later ones are new and
  * copied whole.  With keep_without_target,
  * an image the target refuses is added all the same, without a target copy
- * (the manager tries again); *target_rc then says why. */
+ * (the manager tries again); *target_rc and *target_err then say why
+ * (g_free *target_err). */
 static int add_image(struct mirror_job *job, const char *name, int fd,
                      const struct stat *st, bool at_start, bool keep_without_target,
-                     int *target_rc, struct image **out)
+                     int *target_rc, char **target_err, struct image **out)
 {
     struct target_image *ti = NULL;
     struct persist_image *pst = NULL;
@@ -268,8 +269,9 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
     if (at_start) {
         /* Whatever the state says, a target without the file holds
          * nothing of it (a backend that cannot tell is trusted). */
-        int probe = job->target->ops->probe ? job->target->ops->probe(job->target, name, &tsize)
-                                            : 0;
+        int probe = target_probe(job->target, name, &tsize);
+        if (probe == -EOPNOTSUPP)
+            probe = 0;
         if (probe == 0 && found == PERSIST_PREV_OK)
             start = START_RESUME;
         else if (probe == 0 && found == PERSIST_PREV_DAMAGED)
@@ -293,8 +295,7 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
             return rc;
         }
     }
-    rc = job->target->ops->open_image(job->target, name, st->st_mode, size,
-                                      start == START_FULL, &ti);
+    rc = target_open_image(job->target, name, size, start == START_FULL, &ti, target_err);
     *target_rc = rc;
     if (rc < 0 && !keep_without_target) {
         bitmap_free(previous);
@@ -347,8 +348,9 @@ struct image *mirror_add_image(struct mirror_job *job, const char *name, int fd,
                                const struct stat *st)
 {
     struct image *img = NULL;
+    g_autofree char *why = NULL;
     int trc = 0;
-    int rc = add_image(job, name, fd, st, false, true, &trc, &img);
+    int rc = add_image(job, name, fd, st, false, true, &trc, &why, &img);
 
     if (rc < 0) {
         mirror_report_error(job, "%s: cannot read it to mirror it: %s", name, g_strerror(-rc));
@@ -361,7 +363,7 @@ struct image *mirror_add_image(struct mirror_job *job, const char *name, int fd,
          * cannot complete without it. */
         mirror_report_error(job, "%s: the target has no place for it (%s); not mirrored "
                             "until it has",
-                            name, g_strerror(-trc));
+                            name, why);
         mirror_event(job, "no-target", "%s: %s", name, g_strerror(-trc));
     }
     return img;
@@ -382,7 +384,7 @@ static void retry_missing_targets(struct mirror_job *job, GPtrArray *imgs)
             continue;
         g_autofree char *name = mirror_image_name(job, img);
         image_counts(img, &size, &d, &f);
-        if (job->target->ops->open_image(job->target, name, img->mode, size, true, &ti) < 0)
+        if (target_open_image(job->target, name, size, true, &ti, NULL) < 0)
             continue;
         /* A fresh copy: everything again. */
         image_replace_target(img, ti);
@@ -418,12 +420,12 @@ int mirror_image_target_fd(struct mirror_job *job, struct image *img)
 {
     int fd = -ENOENT;
 
-    if (!job->target->ops->fd)
-        return -EOPNOTSUPP;
     pthread_mutex_lock(&img->lock);
     if (img->tgt) {
-        fd = fcntl(job->target->ops->fd(img->tgt), F_DUPFD_CLOEXEC, 0);
-        if (fd < 0)
+        fd = target_image_fd(img->tgt);
+        if (fd >= 0)
+            fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+        if (fd == -1)
             fd = -errno;
     }
     pthread_mutex_unlock(&img->lock);
@@ -436,7 +438,7 @@ int mirror_retarget_image(struct mirror_job *job, struct image *img, const char 
     uint64_t size, d, f;
 
     image_counts(img, &size, &d, &f);
-    int rc = job->target->ops->open_image(job->target, path, img->mode, size, true, &ti);
+    int rc = target_open_image(job->target, path, size, true, &ti, NULL);
     if (rc < 0)
         return rc;
     image_replace_target(img, ti);
@@ -715,6 +717,7 @@ int mirror_job_start_target(struct mirror_job *job, char **err)
         const char *leaf;
         struct stat st;
         struct image *img;
+        g_autofree char *why = NULL;
         int trc;
         int dir = tree_open_parent(job->source_dirfd, f->path, false, &leaf);
         int fd = dir;
@@ -732,10 +735,10 @@ int mirror_job_start_target(struct mirror_job *job, char **err)
             *err = g_strdup_printf("%s: %s", f->path,
                                    rc == -ESTALE ? "changed while starting" : g_strerror(-rc));
         } else {
-            rc = add_image(job, f->path, fd, &st, true, false, &trc, &img);
+            rc = add_image(job, f->path, fd, &st, true, false, &trc, &why, &img);
             if (rc < 0)
                 *err = g_strdup_printf("target: cannot open %s there: %s", f->path,
-                                       g_strerror(-rc));
+                                       why ? why : g_strerror(-rc));
             else
                 image_unref(img);
         }
@@ -745,9 +748,10 @@ int mirror_job_start_target(struct mirror_job *job, char **err)
     g_ptr_array_set_size(job->found, 0);
     if (rc < 0)
         return rc;
-    if (target->ops->tree_fd) {
+    int tree = target_tree_fd(target);
+    if (tree >= 0) {
         separate_target_files(job);
-        job->ns = ns_new(job, job->source_dirfd, target->ops->tree_fd(target));
+        job->ns = ns_new(job, job->source_dirfd, tree);
         g_autofree char *first = NULL;
         rc = ns_audit(job->ns, NS_REPAIR, &first);
         if (rc < 0) {
@@ -757,7 +761,7 @@ int mirror_job_start_target(struct mirror_job *job, char **err)
     }
     /* The names made on the target are durable before any guest runs: a
      * target that cannot even do that is refused at start. */
-    rc = target->ops->sync_all(target);
+    rc = target_sync_all(target);
     if (rc < 0)
         *err = g_strdup_printf("target: cannot sync: %s", g_strerror(-rc));
     return rc;
@@ -869,13 +873,12 @@ static bool all_zero(const char *buf, size_t len)
 static void copy_run(struct mirror_job *job, struct image *img, const struct claim *c,
                      char *buf, struct copy_result *r)
 {
-    const struct target_ops *ops = job->target->ops;
     uint64_t pos = c->off, end = c->off + c->len;
 
     memset(r, 0, sizeof(*r));
     bool may_hold_data = c->target_may_hold_data;
     if (c->target_suspect) {
-        int rc = ops->zero(img->tgt, c->off, c->len);
+        int rc = target_zero(img->tgt, c->off, c->len);
         if (rc < 0) {
             r->rc = rc;
             r->side = SIDE_TARGET;
@@ -902,7 +905,7 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
             if (data_at > pos) {
                 seg_end = MIN(data_at, end);
                 if (may_hold_data) {
-                    int rc = ops->zero(img->tgt, pos, seg_end - pos);
+                    int rc = target_zero(img->tgt, pos, seg_end - pos);
                     if (rc < 0) {
                         r->rc = rc;
                         r->side = SIDE_TARGET;
@@ -939,9 +942,9 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
                 return;
             }
             if (all_zero(buf, (size_t)n)) {
-                rc = may_hold_data ? ops->zero(img->tgt, pos, (uint64_t)n) : 0;
+                rc = may_hold_data ? target_zero(img->tgt, pos, (uint64_t)n) : 0;
             } else {
-                rc = ops->pwrite(img->tgt, buf, (size_t)n, pos);
+                rc = target_pwrite(img->tgt, buf, (size_t)n, pos);
                 if (rc == 0) {
                     r->data_written = true;
                     g_atomic_pointer_add(&job->transferred_bytes, n);
@@ -1079,7 +1082,7 @@ static void verify_run(struct mirror_job *job, struct image *img, const struct c
         return;
     }
     ssize_t n = c->len ? source_read(img, false, buf, c->len, c->off) : 0;
-    int trc = job->target->ops->pread(img->tgt, tbuf, c->len, c->off);
+    int trc = target_pread(img->tgt, tbuf, c->len, c->off);
     for (uint64_t k = 0; k < c->count; k++) {
         uint64_t off = k * g, len = MIN(g, c->len - MIN(c->len, off));
         /* A side that cannot be read counts as different: the copier then
@@ -1197,7 +1200,7 @@ static bool flush_clean_image(struct mirror_job *job, struct image *img)
     if (clean && have_size && (uint64_t)st.st_size < img->size)
         image_shrink_locked(img, (uint64_t)st.st_size);
     if (clean && !img->deleted && img->tgt)
-        rc = job->target->ops->truncate(img->tgt, img->size);
+        rc = target_truncate(img->tgt, img->size);
     pthread_mutex_unlock(&img->lock);
     if (!clean || img->deleted)
         return false;
@@ -1220,7 +1223,7 @@ static bool flush_clean_image(struct mirror_job *job, struct image *img)
 int mirror_flush_image(struct mirror_job *job, struct image *img)
 {
     struct bitmap *taken = image_take_unflushed(img);
-    int rc = job->target->ops->flush(img->tgt);
+    int rc = target_flush(img->tgt);
 
     image_flush_result(img, taken, rc == 0);
     if (rc == -ESTALE) {
@@ -1237,7 +1240,7 @@ int mirror_flush_image(struct mirror_job *job, struct image *img)
      * is dirty again): consume the syncfs report now, so that the sync at
      * completion fails only for a new error. */
     if (rc < 0)
-        (void)job->target->ops->sync_all(job->target);
+        (void)target_sync_all(job->target);
     return rc;
 }
 
@@ -1489,7 +1492,7 @@ static void manager_tick(struct mirror_job *job)
          * names durable.  Its error may also be an old one of data that was
          * flushed again since, so it gets the policy and another try (a
          * second syncfs reports only errors new since the first). */
-        int rc = job->target->ops->sync_all(job->target);
+        int rc = target_sync_all(job->target);
         if (rc < 0) {
             g_autofree char *msg =
                 g_strdup_printf("cannot sync the target: %s", g_strerror(-rc));

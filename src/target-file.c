@@ -21,18 +21,24 @@ struct file_target {
     int dirfd;
 };
 
-struct target_image {
+struct file_image {
+    struct target_image base;
     int fd;
     int direct_fd; /* O_DIRECT, for aligned writes; -1 where unsupported */
 };
+
+static struct file_image *file_image(struct target_image *ti)
+{
+    return (struct file_image *)ti;
+}
 
 static int ft_dirfd(struct target *t)
 {
     return ((struct file_target *)t)->dirfd;
 }
 
-static int ft_open_image(struct target *t, const char *name, mode_t mode, uint64_t size,
-                         int fresh, struct target_image **out)
+static int ft_open_image(struct target *t, const char *name, uint64_t size, int fresh,
+                         struct target_image **out, char **err)
 {
     const char *leaf;
     struct stat st;
@@ -67,19 +73,20 @@ static int ft_open_image(struct target *t, const char *name, mode_t mode, uint64
         }
         /* Its mode and owner come with the namespace (ns.c); until then
          * nobody but root reads it. */
-        (void)mode;
     } else {
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     }
     close(dir);
-    *out = g_new0(struct target_image, 1);
-    (*out)->fd = fd;
+    struct file_image *fi = g_new0(struct file_image, 1);
+    fi->base.target = t;
+    fi->fd = fd;
     /* Whole-block copies bypass the target's page cache (they are not read
      * back); tails and guest-sized writes go through the page cache.  The
      * kernel keeps the two coherent: a direct write writes back and drops
      * the cached pages of its range. */
     g_autofree char *proc = g_strdup_printf("/proc/self/fd/%d", fd);
-    (*out)->direct_fd = open(proc, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    fi->direct_fd = open(proc, O_WRONLY | O_DIRECT | O_CLOEXEC);
+    *out = &fi->base;
     return 0;
 }
 
@@ -101,8 +108,10 @@ static int ft_probe(struct target *t, const char *name, uint64_t *size)
     return 0;
 }
 
-static void ft_close_image(struct target_image *ti)
+static void ft_close_image(struct target_image *base)
 {
+    struct file_image *ti = file_image(base);
+
     if (ti) {
         if (ti->direct_fd >= 0)
             close(ti->direct_fd);
@@ -113,8 +122,9 @@ static void ft_close_image(struct target_image *ti)
 
 #define DIRECT_ALIGN 4096
 
-static int ft_pwrite(struct target_image *ti, const void *buf, size_t len, uint64_t off)
+static int ft_pwrite(struct target_image *base, const void *buf, size_t len, uint64_t off)
 {
+    struct file_image *ti = file_image(base);
     const char *p = buf;
     bool aligned = ((uintptr_t)buf | len | off) % DIRECT_ALIGN == 0;
     int fd = aligned && ti->direct_fd >= 0 ? ti->direct_fd : ti->fd;
@@ -140,8 +150,9 @@ static int ft_pwrite(struct target_image *ti, const void *buf, size_t len, uint6
     return 0;
 }
 
-static int ft_pread(struct target_image *ti, void *buf, size_t len, uint64_t off)
+static int ft_pread(struct target_image *base, void *buf, size_t len, uint64_t off)
 {
+    struct file_image *ti = file_image(base);
     char *p = buf;
 
     while (len > 0) {
@@ -162,9 +173,9 @@ static int ft_pread(struct target_image *ti, void *buf, size_t len, uint64_t off
     return 0;
 }
 
-static int ft_zero(struct target_image *ti, uint64_t off, uint64_t len)
+static int ft_zero(struct target_image *base, uint64_t off, uint64_t len)
 {
-    static const char zeroes[65536];
+    struct file_image *ti = file_image(base);
     struct stat st;
 
     if (fallocate(ti->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off,
@@ -172,37 +183,26 @@ static int ft_zero(struct target_image *ti, uint64_t off, uint64_t len)
         return 0;
     if (errno != EOPNOTSUPP && errno != ENOSYS)
         return -errno;
-    /* No hole punching here: zeroes beyond the end are implied by the size. */
+    /* No hole punching here: zeroes beyond the end are implied by the
+     * size, the rest is written (target.c). */
     if (fstat(ti->fd, &st) < 0)
         return -errno;
-    if (off >= (uint64_t)st.st_size)
-        return 0;
-    if (off + len > (uint64_t)st.st_size)
-        len = (uint64_t)st.st_size - off;
-    while (len > 0) {
-        size_t n = len < sizeof(zeroes) ? (size_t)len : sizeof(zeroes);
-        int rc = ft_pwrite(ti, zeroes, n, off);
-        if (rc < 0)
-            return rc;
-        off += n;
-        len -= n;
-    }
-    return 0;
+    return off >= (uint64_t)st.st_size ? 0 : -EOPNOTSUPP;
 }
 
 static int ft_truncate(struct target_image *ti, uint64_t size)
 {
-    return ftruncate(ti->fd, (off_t)size) < 0 ? -errno : 0;
+    return ftruncate(file_image(ti)->fd, (off_t)size) < 0 ? -errno : 0;
 }
 
 static int ft_flush(struct target_image *ti)
 {
-    return fsync(ti->fd) < 0 ? -errno : 0;
+    return fsync(file_image(ti)->fd) < 0 ? -errno : 0;
 }
 
 static int ft_fd(struct target_image *ti)
 {
-    return ti->fd;
+    return file_image(ti)->fd;
 }
 
 static int ft_tree_fd(struct target *t)

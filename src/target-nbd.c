@@ -107,11 +107,13 @@
 static char zero_buf[ZERO_BUF_SIZE];
 static uint64_t stall_timeout_ns = STALL_TIMEOUT_NS; /* set once, before any thread */
 
+struct nbd_image;
+
 struct nbd_target {
     struct target base;
     char *tmpl;
     pthread_mutex_t lock;
-    GPtrArray *open; /* struct target_image *, for sync_all; lock */
+    GPtrArray *open; /* struct nbd_image *, for sync_all; lock */
 };
 
 /* One connection: a libnbd handle and, once I/O starts, its dispatcher. */
@@ -136,7 +138,8 @@ struct conn {
     int dispatcher_done; /* atomic */
 };
 
-struct target_image {
+struct nbd_image {
+    struct target_image base;
     struct nbd_target *t;
     char *uri;
     /* Serialises zeroing a pending tail. */
@@ -165,6 +168,11 @@ struct target_image {
     unsigned reconnects;
     unsigned reconnects_flushed;
 };
+
+static struct nbd_image *nbd_image(struct target_image *ti)
+{
+    return (struct nbd_image *)ti;
+}
 
 /* One call's commands: the caller sleeps until they all completed. */
 struct waiter {
@@ -733,7 +741,7 @@ static int write_aligned(struct conn *c, bool drive, const char *buf, uint64_t l
 
 /* write_aligned for any range: the partial blocks at either end, if the
  * server has a minimum block size, are read, patched and written back. */
-static int write_range(struct target_image *ti, struct conn *c, bool drive,
+static int write_range(struct nbd_image *ti, struct conn *c, bool drive,
                        const char *buf, uint64_t len, uint64_t off)
 {
     uint64_t m = c->min_block;
@@ -827,7 +835,7 @@ static uint64_t parts_bytes(const GArray *a)
  * (trimmed blocks usually read as zero); what is left gets plain write
  * zeroes (which may still deallocate) or, without a zero command, written
  * zeroes. */
-static int make_zero(struct target_image *ti, struct conn *c, bool drive, uint64_t from,
+static int make_zero(struct nbd_image *ti, struct conn *c, bool drive, uint64_t from,
                      uint64_t to)
 {
     g_autoptr(GArray) parts = NULL;
@@ -896,7 +904,7 @@ static int make_zero(struct target_image *ti, struct conn *c, bool drive, uint64
  * wait for its outcome; after a failure the next attempt waits out a
  * back-off.  A call gives up after RECONNECT_BUDGET_NS, or at once when the
  * back-off runs past its budget, with the last connect error. */
-static int image_conn(struct target_image *ti, struct conn **out)
+static int image_conn(struct nbd_image *ti, struct conn **out)
 {
     uint64_t deadline = now_ns() + RECONNECT_BUDGET_NS;
     struct conn *c;
@@ -966,7 +974,7 @@ static int image_conn(struct target_image *ti, struct conn **out)
 
 /* Before a write that reaches offset end (UINT64_MAX: a flush), zero the
  * tail that a shrink left pending. */
-static int settle_tail(struct target_image *ti, uint64_t end)
+static int settle_tail(struct nbd_image *ti, uint64_t end)
 {
     uint64_t from, to;
     struct conn *c;
@@ -1001,7 +1009,7 @@ static int settle_tail(struct target_image *ti, uint64_t end)
 }
 
 /* Past the export's end: the image outgrew it. */
-static int check_bounds(struct target_image *ti, uint64_t off, uint64_t len)
+static int check_bounds(struct nbd_image *ti, uint64_t off, uint64_t len)
 {
     int rc = 0;
 
@@ -1014,8 +1022,9 @@ static int check_bounds(struct target_image *ti, uint64_t off, uint64_t len)
 
 /* ---- target operations ------------------------------------------------------- */
 
-static int nt_pwrite(struct target_image *ti, const void *buf, size_t len, uint64_t off)
+static int nt_pwrite(struct target_image *base, const void *buf, size_t len, uint64_t off)
 {
+    struct nbd_image *ti = nbd_image(base);
     struct conn *c;
     int rc;
 
@@ -1037,8 +1046,9 @@ static int nt_pwrite(struct target_image *ti, const void *buf, size_t len, uint6
 /* Read back for verify.  The export may be larger than the image: what is
  * asked past the export's end reads as zeroes; a minimum block size is
  * met by reading whole blocks into a bounce buffer. */
-static int nt_pread(struct target_image *ti, void *buf, size_t len, uint64_t off)
+static int nt_pread(struct target_image *base, void *buf, size_t len, uint64_t off)
 {
+    struct nbd_image *ti = nbd_image(base);
     struct conn *c;
     int rc;
 
@@ -1067,8 +1077,9 @@ static int nt_pread(struct target_image *ti, void *buf, size_t len, uint64_t off
     return rc;
 }
 
-static int nt_zero(struct target_image *ti, uint64_t off, uint64_t len)
+static int nt_zero(struct target_image *base, uint64_t off, uint64_t len)
 {
+    struct nbd_image *ti = nbd_image(base);
     struct conn *c;
     bool known_zero;
     int rc;
@@ -1104,8 +1115,9 @@ static int nt_zero(struct target_image *ti, uint64_t off, uint64_t len)
  * write that reaches them or the next flush.  No I/O here: the job calls
  * this from a guest's truncate with the image locked, and a guest must not
  * wait for the network (invariant 4). */
-static int nt_truncate(struct target_image *ti, uint64_t size)
+static int nt_truncate(struct target_image *base, uint64_t size)
 {
+    struct nbd_image *ti = nbd_image(base);
     int rc = 0;
 
     pthread_mutex_lock(&ti->lock);
@@ -1120,8 +1132,9 @@ static int nt_truncate(struct target_image *ti, uint64_t size)
     return rc;
 }
 
-static int nt_flush(struct target_image *ti)
+static int nt_flush(struct target_image *base)
 {
+    struct nbd_image *ti = nbd_image(base);
     struct conn *c;
     int rc;
 
@@ -1157,16 +1170,17 @@ static char *expand(const char *tmpl, const char *name)
     return g_strjoinv(escaped, parts);
 }
 
-static int nt_open_image(struct target *t, const char *name, mode_t mode, uint64_t size,
-                         int fresh, struct target_image **out)
+static int nt_open_image(struct target *t, const char *name, uint64_t size, int fresh,
+                         struct target_image **out, char **err)
 {
     struct nbd_target *nt = (struct nbd_target *)t;
     g_autofree char *msg = NULL;
-    struct target_image *ti;
+    struct nbd_image *ti;
     struct conn *c;
     int rc;
 
-    ti = g_new0(struct target_image, 1);
+    ti = g_new0(struct nbd_image, 1);
+    ti->base.target = t;
     ti->t = nt;
     ti->uri = expand(nt->tmpl, name);
     pthread_mutex_init(&ti->tail_lock, NULL);
@@ -1182,9 +1196,8 @@ static int nt_open_image(struct target *t, const char *name, mode_t mode, uint64
     ti->tail_from = UINT64_MAX;
     ti->image_size = size;
 
-    /* The reason reaches the user only as the errno (mirror.c words the
-     * message): ENOENT no such export, EROFS read-only, ENOSPC smaller than
-     * the image, ECONNREFUSED/ETIMEDOUT no server. */
+    /* ENOENT no such export, EROFS read-only, ENOSPC smaller than the
+     * image, ECONNREFUSED/ETIMEDOUT no server; msg says which. */
     rc = conn_open(ti->uri, size, CONNECT_TIMEOUT_NS, &c, &msg);
     if (rc == 0) {
         ti->conn = c;
@@ -1207,17 +1220,19 @@ static int nt_open_image(struct target *t, const char *name, mode_t mode, uint64
         pthread_mutex_destroy(&ti->tail_lock);
         g_free(ti->uri);
         g_free(ti);
+        *err = g_steal_pointer(&msg);
         return rc;
     }
     pthread_mutex_lock(&nt->lock);
     g_ptr_array_add(nt->open, ti);
     pthread_mutex_unlock(&nt->lock);
-    *out = ti;
+    *out = &ti->base;
     return 0;
 }
 
-static void nt_close_image(struct target_image *ti)
+static void nt_close_image(struct target_image *base)
 {
+    struct nbd_image *ti = nbd_image(base);
     if (!ti)
         return;
     pthread_mutex_lock(&ti->t->lock);

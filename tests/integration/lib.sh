@@ -406,8 +406,8 @@ open_scratch() {
 # namespace is mirrored at once, not only at completion).
 assert_entry_mirrored() {
     local s t
-    s=$(stat -c '%F %a %u:%g %t:%T %h' "$SRC/$1" 2>&1) || fail "$1: not in the source: $s"
-    t=$(stat -c '%F %a %u:%g %t:%T %h' "$TGT/$1" 2>&1) || fail "$1: not on the target: $t"
+    s=$(stat -c '%f %u:%g %t:%T %h' "$SRC/$1" 2>&1) || fail "$1: not in the source: $s"
+    t=$(stat -c '%f %u:%g %t:%T %h' "$TGT/$1" 2>&1) || fail "$1: not on the target: $t"
     [ "$s" = "$t" ] || fail "$1: source '$s', target '$t'"
     if [ -L "$SRC/$1" ]; then
         assert_eq "$(readlink "$TGT/$1")" "$(readlink "$SRC/$1")" "$1: symlink target"
