@@ -72,7 +72,7 @@ struct walk {
     bool repair;
     bool deep;
     bool full;        /* the whole tree: hard-link groups are checked */
-    bool final;       /* the job is clean: sizes and link counts too */
+    bool final;       /* the job is clean: sizes too */
     int differences;
     int error;        /* the first failure to compare or repair (-errno) */
     char *first;      /* "path: what" of the first difference or failure */
@@ -593,9 +593,6 @@ static void sync_entry(struct walk *w, int sdir, int tdir, const char *name, con
         if (w->repair)
             mirror_resync_image(w->ns->job, img, (uint64_t)ss.st_size);
     }
-    if (w->final && !S_ISDIR(ss.st_mode) && !w->repair && ss.st_nlink != ts.st_nlink)
-        differ(w, path, "%lu links, the target's %lu", (unsigned long)ss.st_nlink,
-               (unsigned long)ts.st_nlink);
     image_unref(img);
     sync_meta(w, sdir, name, tdir, name, path, &ss, &ts);
 }

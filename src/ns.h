@@ -54,8 +54,10 @@ int ns_rename(struct ns *ns, const char *from, const char *to, unsigned flags);
 int ns_link(struct ns *ns, const char *existing, const char *path);
 
 /* Compare the whole trees; with NS_REPAIR, make every difference right.
- * NS_FINAL: the job is clean, so the sizes of regular files and the link
- * counts must agree too (while guests write, a size may lag behind).
+ * NS_FINAL: the job is clean, so the sizes of regular files must agree too
+ * (while guests write, a size may lag behind).  Hard links are compared as
+ * groups of names within the trees: a source file may have names outside
+ * SOURCE, which the target has no place for.
  * Returns the number of differences found (0: the trees are equal), or
  * -errno when the comparison itself failed.  *first (g_free) names the
  * first difference or failure: "path: what".  Regular files whose data

@@ -14,9 +14,9 @@ Compared for every entry below the roots and for the roots themselves
   uid, gid
   size      of regular files
   rdev      device number of char and block devices
-  nlink     link count of everything but directories
   links     hard-link groups: names that share an inode in A share one in B,
-            and names that do not, do not
+            and names that do not, do not (names outside the roots are not
+            part of the trees: link counts are not compared)
   xattr     every extended attribute the caller can see (user, trusted,
             security, system.posix_acl_*), as a name -> value map
   mtime     in nanoseconds, directories and symlinks too
@@ -344,8 +344,6 @@ class Comparison:
                           "%d:%d" % (os.major(sb.st_rdev), os.minor(sb.st_rdev)))
             if not full:
                 continue
-            if not stat.S_ISDIR(mode) and sa.st_nlink != sb.st_nlink:
-                self.diff(p, "nlink", sa.st_nlink, sb.st_nlink)
             xa, xb = self.a.xattrs(p), self.b.xattrs(p)
             for n in sorted(set(xa) | set(xb)):
                 va, vb = xa.get(n), xb.get(n)

@@ -15,6 +15,8 @@ mkfifo "$SRC/fifo0"
 ln "$SRC/fifo0" "$SRC/dir/fifo0-link"         # a hard-linked FIFO
 mknod "$SRC/null0" c 1 3
 ln -s a.img "$SRC/sym0"
+random_file "$SRC/b.img" 1
+ln "$SRC/b.img" "$T/b-outside"                # a second name outside SOURCE
 
 start_mirror
 wait_phase ready
