@@ -259,7 +259,7 @@ void fs_free(struct fs *fs)
  * is not told, invariant 4). */
 static void report_image(struct fs *fs, struct image *img, const char *what, int rc)
 {
-    g_autofree char *name = mirror_image_name(fs->job, img);
+    g_autofree char *name = image_name(img);
 
     mirror_report_error(fs->job, "%s: %s: %s", name, what, g_strerror(-rc));
 }
@@ -1016,7 +1016,7 @@ static void slow_main(gpointer data, gpointer user_data)
         /* Invariant 8: in write-blocking mode the guest's flush makes its
          * writes durable on the target too.  A target failure is the job's
          * to report, not the guest's. */
-        if (rc == 0 && op->img && op->img->tgt && mirror_write_blocking(fs->job)) {
+        if (rc == 0 && op->img && image_has_target(op->img) && mirror_write_blocking(fs->job)) {
             int trc = mirror_flush_image(fs->job, op->img);
             if (trc < 0)
                 report_image(fs, op->img, "flushing the target", trc);
@@ -1201,7 +1201,7 @@ static void write_blocking_run(fuse_req_t req, struct fs *fs, struct image *img,
     if (c.target_suspect)
         trc = -EAGAIN;
     else if (res > 0) {
-        trc = target_pwrite(img->tgt, data, (size_t)res, (uint64_t)off);
+        trc = target_pwrite(c.tgt, data, (size_t)res, (uint64_t)off);
         if (trc == 0)
             g_atomic_pointer_add(&fs->job->transferred_bytes, res);
     }
@@ -1263,7 +1263,7 @@ static void fs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_
             ctl_write(req, fs->job, tmp, (size_t)res, fi);
         return;
     }
-    if (i->img && i->img->tgt && mirror_write_blocking(fs->job)) {
+    if (i->img && mirror_write_blocking(fs->job) && image_has_target(i->img)) {
         write_blocking(req, fs, i->img, in_buf, off, (int)fi->fh);
         return;
     }

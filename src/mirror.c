@@ -98,18 +98,10 @@ void mirror_trace_write(struct mirror_job *job, struct image *img, uint64_t off,
         return;
     wall_clock(now);
     /* The name goes last: it may hold spaces. */
-    pthread_mutex_lock(&job->lock);
-    linelog_appendf(job->trace, "%s %" PRIu64 " %" PRIu64 " %s", now, off, len, img->name);
-    pthread_mutex_unlock(&job->lock);
+    g_autofree char *name = image_name(img);
+    linelog_appendf(job->trace, "%s %" PRIu64 " %" PRIu64 " %s", now, off, len, name);
 }
 
-char *mirror_image_name(struct mirror_job *job, struct image *img)
-{
-    pthread_mutex_lock(&job->lock);
-    char *name = g_strdup(img->name);
-    pthread_mutex_unlock(&job->lock);
-    return name;
-}
 
 void mirror_report_error(struct mirror_job *job, const char *fmt, ...)
 {
@@ -138,16 +130,24 @@ void mirror_kick(struct mirror_job *job)
     }
 }
 
+static void hook_work(void *ctx)
+{
+    mirror_kick(ctx);
+}
+
+static void hook_guest_waits(void *ctx)
+{
+    mirror_wake(ctx);
+}
+
 void mirror_change_begin(struct mirror_job *job, struct image *img, uint64_t off,
                          uint64_t len)
 {
-    if (!img->pst)
-        return;
-    int rc = persist_write_begin(img->pst, off, len);
+    int rc = image_change_begin(img, off, len);
     if (rc < 0) {
         /* The guest's write goes on (the mirror must not fail it); a crash
          * from now on may need a verify pass to find this range. */
-        g_autofree char *name = mirror_image_name(job, img);
+        g_autofree char *name = image_name(img);
         mirror_report_error(job, "%s: cannot record the change in the state: %s", name,
                             g_strerror(-rc));
     }
@@ -155,8 +155,7 @@ void mirror_change_begin(struct mirror_job *job, struct image *img, uint64_t off
 
 void mirror_change_end(struct mirror_job *job, struct image *img, uint64_t off, uint64_t len)
 {
-    if (img->pst)
-        persist_write_end(img->pst, off, len);
+    image_change_end(img, off, len);
 }
 
 void mirror_count_guest_write(struct mirror_job *job, uint64_t bytes)
@@ -201,8 +200,7 @@ static void insert_image_locked(struct mirror_job *job, struct image *img)
 {
     struct image_key *key = g_new(struct image_key, 1);
 
-    key->dev = img->dev;
-    key->ino = img->ino;
+    image_identity(img, &key->dev, &key->ino);
     g_ptr_array_add(job->images, image_ref(img));
     g_hash_table_insert(job->by_ident, key, img);
 }
@@ -306,25 +304,11 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
         return rc;
     }
     uint64_t gran = options_image_granularity(job->opts, size);
-    struct image *img = image_new(job, name, st->st_dev, st->st_ino, src_fd, ti, size, gran,
-                                  start == START_FULL);
-    img->src_direct_fd = direct_fd;
-    img->mode = st->st_mode;
-    img->pst = pst;
+    struct image *img = image_new(name, st->st_dev, st->st_ino, src_fd, direct_fd, ti, pst, size,
+                                  gran, start == START_FULL, &job->image_hooks);
     if (start == START_RESUME) {
-        /* Only the extents the crash-safe state marked may differ.  A
-         * granule may be larger than an extent: each marked extent marks
-         * every granule it touches. */
-        uint64_t marked = 0;
-        for (uint64_t e = bitmap_next_set(previous, 0); e < bitmap_size(previous);
-             e = bitmap_next_set(previous, e + 1)) {
-            uint64_t first = e * PERSIST_EXTENT / gran;
-            uint64_t end = ((e + 1) * PERSIST_EXTENT + gran - 1) / gran;
-            bitmap_set_range(img->dirty, first, end - first);
-            marked++;
-        }
-        uint64_t marked_bytes = MIN(marked * PERSIST_EXTENT, size);
-        job->resume_saved_bytes += size - marked_bytes;
+        /* Only the extents the crash-safe state marked may differ. */
+        job->resume_saved_bytes += image_mark_extents(img, previous, PERSIST_EXTENT);
         job->resumed = "state";
     } else if (start == START_VERIFY) {
         image_start_verify(img);
@@ -334,7 +318,7 @@ static int add_image(struct mirror_job *job, const char *name, int fd,
     bitmap_free(previous);
     pthread_mutex_lock(&job->lock);
     if (job->state == JOB_DRAINING)
-        img->phase = PHASE_DRAINING;
+        image_set_phase(img, PHASE_DRAINING);
     insert_image_locked(job, img);
     pthread_cond_broadcast(&job->wake);
     pthread_mutex_unlock(&job->lock);
@@ -377,12 +361,9 @@ static void retry_missing_targets(struct mirror_job *job, GPtrArray *imgs)
         struct target_image *ti = NULL;
         uint64_t size, d, f;
 
-        pthread_mutex_lock(&img->lock);
-        bool missing = !img->tgt && !img->deleted;
-        pthread_mutex_unlock(&img->lock);
-        if (!missing)
+        if (!image_needs_target(img))
             continue;
-        g_autofree char *name = mirror_image_name(job, img);
+        g_autofree char *name = image_name(img);
         image_counts(img, &size, &d, &f);
         if (target_open_image(job->target, name, size, true, &ti, NULL) < 0)
             continue;
@@ -416,22 +397,6 @@ struct image *mirror_image_for(struct mirror_job *job, const char *path, int dir
     return img;
 }
 
-int mirror_image_target_fd(struct mirror_job *job, struct image *img)
-{
-    int fd = -ENOENT;
-
-    pthread_mutex_lock(&img->lock);
-    if (img->tgt) {
-        fd = target_image_fd(img->tgt);
-        if (fd >= 0)
-            fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-        if (fd == -1)
-            fd = -errno;
-    }
-    pthread_mutex_unlock(&img->lock);
-    return fd;
-}
-
 int mirror_retarget_image(struct mirror_job *job, struct image *img, const char *path)
 {
     struct target_image *ti = NULL;
@@ -449,7 +414,7 @@ int mirror_retarget_image(struct mirror_job *job, struct image *img, const char 
 void mirror_resync_image(struct mirror_job *job, struct image *img, uint64_t size)
 {
     uint64_t known, d, f;
-    g_autofree char *name = mirror_image_name(job, img);
+    g_autofree char *name = image_name(img);
 
     image_counts(img, &known, &d, &f);
     int rc = image_resize(img, size);
@@ -464,18 +429,15 @@ void mirror_resync_image(struct mirror_job *job, struct image *img, uint64_t siz
 
 void mirror_drop_image(struct mirror_job *job, struct image *img)
 {
+    struct image_key key;
+
+    image_drop(img);
+    image_identity(img, &key.dev, &key.ino);
     pthread_mutex_lock(&job->lock);
-    pthread_mutex_lock(&img->lock);
-    img->deleted = true;
-    bitmap_clear_range(img->dirty, 0, bitmap_size(img->dirty));
-    pthread_mutex_unlock(&img->lock);
     bool removed = g_ptr_array_remove(job->images, img);
-    struct image_key key = {img->dev, img->ino};
     if (removed && g_hash_table_lookup(job->by_ident, &key) == img)
         g_hash_table_remove(job->by_ident, &key);
     pthread_mutex_unlock(&job->lock);
-    if (img->pst)
-        persist_image_remove(img->pst);
     if (removed)
         image_unref(img);
 }
@@ -492,40 +454,36 @@ static char *renamed(const char *name, const char *from, const char *to)
     return NULL;
 }
 
-/* With job->lock held: the image is called nn now (taken over). */
-static void rename_image_locked(struct mirror_job *job, struct image *img, char *nn)
+static GPtrArray *images_snapshot(struct mirror_job *job);
+
+/* Give every image at or below a renamed path its new name (both ways for
+ * an exchange).  Renames come one at a time (the namespace lock), so a
+ * snapshot of the images will do, and the crash-safe state's updates (which
+ * flush) run without the job's lock. */
+static void rename_images(struct mirror_job *job, const char *a, const char *b, bool exchange)
 {
-    g_free(img->name);
-    img->name = nn;
-    /* The state names the image, so that a restart finds it again. */
-    if (img->pst && persist_image_rename(img->pst, nn) < 0)
-        job_log(job, LOG_ERR, "%s: cannot record the new name in the state", nn);
+    pthread_mutex_lock(&job->lock);
+    g_autoptr(GPtrArray) imgs = images_snapshot(job);
+    pthread_mutex_unlock(&job->lock);
+    for (guint i = 0; i < imgs->len; i++) {
+        struct image *img = g_ptr_array_index(imgs, i);
+        g_autofree char *name = image_name(img);
+        g_autofree char *nn = renamed(name, a, b);
+        if (!nn && exchange)
+            nn = renamed(name, b, a);
+        if (nn && image_set_name(img, nn) < 0)
+            job_log(job, LOG_ERR, "%s: cannot record the new name in the state", nn);
+    }
 }
 
 void mirror_rename_paths(struct mirror_job *job, const char *from, const char *to)
 {
-    pthread_mutex_lock(&job->lock);
-    for (guint i = 0; i < job->images->len; i++) {
-        struct image *img = g_ptr_array_index(job->images, i);
-        char *nn = renamed(img->name, from, to);
-        if (nn)
-            rename_image_locked(job, img, nn);
-    }
-    pthread_mutex_unlock(&job->lock);
+    rename_images(job, from, to, false);
 }
 
 void mirror_exchange_paths(struct mirror_job *job, const char *a, const char *b)
 {
-    pthread_mutex_lock(&job->lock);
-    for (guint i = 0; i < job->images->len; i++) {
-        struct image *img = g_ptr_array_index(job->images, i);
-        char *nn = renamed(img->name, a, b);
-        if (!nn)
-            nn = renamed(img->name, b, a);
-        if (nn)
-            rename_image_locked(job, img, nn);
-    }
-    pthread_mutex_unlock(&job->lock);
+    rename_images(job, a, b, true);
 }
 
 /* ---- start-up scan ---------------------------------------------------------- */
@@ -648,6 +606,7 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
     pthread_mutex_init(&job->lock, NULL);
     pthread_cond_init(&job->wake, NULL);
     job->images = g_ptr_array_new();
+    job->image_hooks = (struct image_hooks){hook_work, hook_guest_waits, job};
     job->by_ident = g_hash_table_new_full(image_key_hash, image_key_equal, g_free, NULL);
     job->found = g_ptr_array_new_with_free_func(found_file_free);
     job->state = JOB_RUNNING;
@@ -683,7 +642,7 @@ static void separate_target_files(struct mirror_job *job)
     for (guint i = 0; i < job->images->len; i++) {
         struct image *img = g_ptr_array_index(job->images, i);
         struct stat st;
-        int fd = mirror_image_target_fd(job, img);
+        int fd = image_target_dup_fd(img);
         if (fd < 0)
             continue;
         int rc = fstat(fd, &st);
@@ -696,7 +655,8 @@ static void separate_target_files(struct mirror_job *job)
             *k = key;
             g_hash_table_insert(owners, k, img);
         } else {
-            mirror_retarget_image(job, img, img->name);
+            g_autofree char *name = image_name(img);
+            mirror_retarget_image(job, img, name);
         }
     }
 }
@@ -849,9 +809,10 @@ void mirror_wake(struct mirror_job *job)
 static ssize_t source_read(struct image *img, bool direct, char *buf, size_t len,
                            uint64_t off)
 {
-    int fd = direct && img->src_direct_fd >= 0 ? img->src_direct_fd : img->src_fd;
-    size_t want = fd == img->src_fd ? len
-                                    : (len + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
+    int fd = image_source_fd(img, direct);
+    size_t want = fd == image_source_fd(img, false)
+                      ? len
+                      : (len + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
     ssize_t n;
 
     do {
@@ -878,7 +839,7 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
     memset(r, 0, sizeof(*r));
     bool may_hold_data = c->target_may_hold_data;
     if (c->target_suspect) {
-        int rc = target_zero(img->tgt, c->off, c->len);
+        int rc = target_zero(c->tgt, c->off, c->len);
         if (rc < 0) {
             r->rc = rc;
             r->side = SIDE_TARGET;
@@ -893,7 +854,7 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
          * guest wrote it, so it is read as it is (a hole punched since
          * reads as zeroes, which are not written either). */
         if (c->first_pass) {
-            off_t data = lseek(img->src_fd, (off_t)pos, SEEK_DATA);
+            off_t data = lseek(image_source_fd(img, false), (off_t)pos, SEEK_DATA);
 
             if (data < 0 && errno != ENXIO) {
                 r->rc = -errno;
@@ -905,7 +866,7 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
             if (data_at > pos) {
                 seg_end = MIN(data_at, end);
                 if (may_hold_data) {
-                    int rc = target_zero(img->tgt, pos, seg_end - pos);
+                    int rc = target_zero(c->tgt, pos, seg_end - pos);
                     if (rc < 0) {
                         r->rc = rc;
                         r->side = SIDE_TARGET;
@@ -917,7 +878,7 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
                 pos = seg_end;
                 continue;
             }
-            off_t hole = lseek(img->src_fd, (off_t)pos, SEEK_HOLE);
+            off_t hole = lseek(image_source_fd(img, false), (off_t)pos, SEEK_HOLE);
             seg_end = hole < 0 ? end : MIN((uint64_t)hole, end);
         }
         while (pos < seg_end) {
@@ -942,9 +903,9 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
                 return;
             }
             if (all_zero(buf, (size_t)n)) {
-                rc = may_hold_data ? target_zero(img->tgt, pos, (uint64_t)n) : 0;
+                rc = may_hold_data ? target_zero(c->tgt, pos, (uint64_t)n) : 0;
             } else {
-                rc = target_pwrite(img->tgt, buf, (size_t)n, pos);
+                rc = target_pwrite(c->tgt, buf, (size_t)n, pos);
                 if (rc == 0) {
                     r->data_written = true;
                     g_atomic_pointer_add(&job->transferred_bytes, n);
@@ -1019,7 +980,7 @@ static uint64_t handle_copy_error(struct mirror_job *job, struct image *img,
 {
     enum error_action action =
         r->side == SIDE_SOURCE ? job->opts->on_source_error : job->opts->on_target_error;
-    g_autofree char *name = mirror_image_name(job, img);
+    g_autofree char *name = image_name(img);
     g_autofree char *msg = g_strdup_printf(
         "%s: %s error at offset %" PRIu64 ": %s", name,
         r->side == SIDE_SOURCE ? "source read" : "target write", off, g_strerror(-r->rc));
@@ -1046,7 +1007,7 @@ static struct image *pick_work(struct mirror_job *job, struct claim *c, bool *ve
         guint i = (job->next_image + k) % n;
         struct image *img = g_ptr_array_index(job->images, i);
         bool img_busy = false;
-        if (image_claim(img, job->chunk / img->granularity, c, &img_busy)) {
+        if (image_claim(img, job->chunk / image_granularity(img), c, &img_busy)) {
             job->next_image = i + 1;
             return image_ref(img);
         }
@@ -1055,13 +1016,15 @@ static struct image *pick_work(struct mirror_job *job, struct claim *c, bool *ve
     for (guint k = 0; k < n; k++) {
         guint i = (job->next_image + k) % n;
         struct image *img = g_ptr_array_index(job->images, i);
-        if (image_claim_verify(img, job->chunk / img->granularity, c, &done)) {
+        if (image_claim_verify(img, job->chunk / image_granularity(img), c, &done)) {
             job->next_image = i + 1;
             *verify = true;
             return image_ref(img);
         }
-        if (done)
-            mirror_event(job, "verify-done", "%s", img->name);
+        if (done) {
+            g_autofree char *name = image_name(img);
+            mirror_event(job, "verify-done", "%s", name);
+        }
     }
     return NULL;
 }
@@ -1072,7 +1035,7 @@ static struct image *pick_work(struct mirror_job *job, struct claim *c, bool *ve
 static void verify_run(struct mirror_job *job, struct image *img, const struct claim *c,
                        char *buf, char *tbuf)
 {
-    uint64_t g = img->granularity;
+    uint64_t g = image_granularity(img);
     g_autofree bool *differ = g_new0(bool, c->count);
     uint64_t differing = 0;
 
@@ -1082,7 +1045,7 @@ static void verify_run(struct mirror_job *job, struct image *img, const struct c
         return;
     }
     ssize_t n = c->len ? source_read(img, false, buf, c->len, c->off) : 0;
-    int trc = target_pread(img->tgt, tbuf, c->len, c->off);
+    int trc = target_pread(c->tgt, tbuf, c->len, c->off);
     for (uint64_t k = 0; k < c->count; k++) {
         uint64_t off = k * g, len = MIN(g, c->len - MIN(c->len, off));
         /* A side that cannot be read counts as different: the copier then
@@ -1156,9 +1119,9 @@ static gpointer worker_main(gpointer data)
                 break;
             uint64_t next = c.first + c.count;
             uint64_t hole_granules = (MIN(r.hole_end, (uint64_t)INT64_MAX) -
-                                      next * img->granularity) /
-                                     img->granularity;
-            uint64_t max = MIN(hole_granules, HOLE_RUN_MAX / img->granularity);
+                                      next * image_granularity(img)) /
+                                     image_granularity(img);
+            uint64_t max = MIN(hole_granules, HOLE_RUN_MAX / image_granularity(img));
             if (max == 0 || !image_claim_at(img, next, max, &c))
                 break;
         }
@@ -1185,29 +1148,18 @@ static gpointer worker_main(gpointer data)
  * Returns true when the image was clean before and after the flush. */
 static bool flush_clean_image(struct mirror_job *job, struct image *img)
 {
-    int rc = 0;
-
     struct stat st;
+    int rc;
+
     /* The source's own size is the truth: a failed write past the end may
      * have grown what the image believed. */
-    bool have_size = fstat(img->src_fd, &st) == 0;
-
-    pthread_mutex_lock(&img->lock);
-    /* Without a place on the target, nothing of it is mirrored; while a
-     * verify pass compares it, it is not known to be a copy. */
-    bool clean = img->tgt && !img->verifying && bitmap_count(img->dirty) == 0 &&
-                 rangelock_held(img->inflight) == 0;
-    if (clean && have_size && (uint64_t)st.st_size < img->size)
-        image_shrink_locked(img, (uint64_t)st.st_size);
-    if (clean && !img->deleted && img->tgt)
-        rc = target_truncate(img->tgt, img->size);
-    pthread_mutex_unlock(&img->lock);
-    if (!clean || img->deleted)
+    if (fstat(image_source_fd(img, false), &st) < 0 || image_is_dropped(img))
         return false;
-    if (rc == 0 && img->tgt)
+    bool clean = image_settle(img, (uint64_t)st.st_size, &rc);
+    if (clean)
         rc = mirror_flush_image(job, img);
     if (rc < 0) {
-        g_autofree char *name = mirror_image_name(job, img);
+        g_autofree char *name = image_name(img);
         g_autofree char *msg =
             g_strdup_printf("%s: cannot flush the target: %s", name, g_strerror(-rc));
         mirror_report_error(job, "%s", msg);
@@ -1216,21 +1168,21 @@ static bool flush_clean_image(struct mirror_job *job, struct image *img)
         apply_policy(job, job->opts->on_target_error, msg, ++job->flush_failures);
         return false;
     }
+    if (!clean)
+        return false;
     job->flush_failures = 0;
     return image_is_clean(img);
 }
 
 int mirror_flush_image(struct mirror_job *job, struct image *img)
 {
-    struct bitmap *taken = image_take_unflushed(img);
-    int rc = target_flush(img->tgt);
+    int rc = image_flush(img);
 
-    image_flush_result(img, taken, rc == 0);
     if (rc == -ESTALE) {
         /* The target reconnected since the last good flush: what was
          * written before may be gone with the old connection.  Nothing
          * failed now, and it is being copied again; not an error. */
-        g_autofree char *name = mirror_image_name(job, img);
+        g_autofree char *name = image_name(img);
         mirror_event(job, "resync", "%s: the target reconnected; copying again what was "
                      "written since its last flush", name);
         return 0;
@@ -1244,32 +1196,13 @@ int mirror_flush_image(struct mirror_job *job, struct image *img)
     return rc;
 }
 
-/* persist_image_sweep's question: is [off, off+len) of the image clean,
- * compared if a verify pass runs, and flushed on the target? */
-static bool extent_is_clean(void *ctx, uint64_t off, uint64_t len)
-{
-    struct image *img = ctx;
-    uint64_t g = img->granularity;
-
-    pthread_mutex_lock(&img->lock);
-    uint64_t n = bitmap_size(img->dirty);
-    uint64_t first = MIN(off / g, n), end = MIN((off + len + g - 1) / g, n);
-    bool clean = img->tgt && !img->deleted &&
-                 !bitmap_any(img->dirty, first, end - first) &&
-                 rangelock_is_free(img->inflight, first, end - first) &&
-                 !bitmap_any(img->unflushed, first, end - first) &&
-                 (!img->verifying || img->verify_cursor >= end);
-    pthread_mutex_unlock(&img->lock);
-    return clean;
-}
-
 /* Clear the crash-safe state of extents that have been clean and quiet for
  * quiet sweeps (one a second). */
 static void sweep_state(struct mirror_job *job, GPtrArray *imgs, unsigned quiet)
 {
     for (guint i = 0; i < imgs->len; i++) {
         struct image *img = g_ptr_array_index(imgs, i);
-        if (img->pst && persist_image_sweep(img->pst, quiet, extent_is_clean, img) < 0)
+        if (image_sweep_state(img, quiet) < 0)
             job_log(job, LOG_ERR, "cannot update the state in %s", job->state_dir);
     }
 }
@@ -1409,11 +1342,11 @@ static void manager_tick(struct mirror_job *job)
         job->last_periodic_flush_ns = now;
         for (guint i = 0; i < imgs->len; i++) {
             struct image *img = g_ptr_array_index(imgs, i);
-            if (!img->tgt || !image_has_unflushed(img))
+            if (!image_has_unflushed(img))
                 continue;
             int rc = mirror_flush_image(job, img);
             if (rc < 0) {
-                g_autofree char *name = mirror_image_name(job, img);
+                g_autofree char *name = image_name(img);
                 g_autofree char *msg = g_strdup_printf("%s: cannot flush the target: %s",
                                                        name, g_strerror(-rc));
                 mirror_report_error(job, "%s", msg);
@@ -1428,27 +1361,17 @@ static void manager_tick(struct mirror_job *job)
         /* READY once per image: clean, then flushed, then still clean. */
         for (guint i = 0; i < imgs->len; i++) {
             struct image *img = g_ptr_array_index(imgs, i);
-            pthread_mutex_lock(&img->lock);
-            bool bulk = img->phase == PHASE_BULK;
-            pthread_mutex_unlock(&img->lock);
-            if (bulk && flush_clean_image(job, img)) {
-                pthread_mutex_lock(&img->lock);
-                bool became_ready = img->phase == PHASE_BULK;
-                if (became_ready)
-                    img->phase = PHASE_READY;
-                pthread_mutex_unlock(&img->lock);
-                if (became_ready) {
-                    pthread_mutex_lock(&job->lock);
-                    mirror_event(job, "image-ready", "%s", img->name);
-                    pthread_mutex_unlock(&job->lock);
-                }
+            if (image_phase(img) == PHASE_BULK && flush_clean_image(job, img) &&
+                image_become_ready(img)) {
+                g_autofree char *name = image_name(img);
+                mirror_event(job, "image-ready", "%s", name);
             }
         }
         pthread_mutex_lock(&job->lock);
         bool all_ready = true;
         for (guint i = 0; i < job->images->len; i++) {
             struct image *img = g_ptr_array_index(job->images, i);
-            if (img->phase != PHASE_READY)
+            if (image_phase(img) != PHASE_READY)
                 all_ready = false;
         }
         bool report = all_ready && !job->all_ready_reported;
@@ -1463,11 +1386,8 @@ static void manager_tick(struct mirror_job *job)
         retry_missing_targets(job, imgs);
         for (guint i = 0; i < imgs->len; i++) {
             struct image *img = g_ptr_array_index(imgs, i);
-            pthread_mutex_lock(&img->lock);
-            bool missing = !img->tgt && !img->deleted;
-            pthread_mutex_unlock(&img->lock);
-            if (missing) {
-                g_autofree char *name = mirror_image_name(job, img);
+            if (image_needs_target(img)) {
+                g_autofree char *name = image_name(img);
                 g_autofree char *msg = g_strdup_printf("%s: never mirrored: the target has "
                                                        "no place for it",
                                                        name);
@@ -1506,9 +1426,7 @@ static void manager_tick(struct mirror_job *job)
         if (job->state == JOB_DRAINING) {
             for (guint i = 0; i < job->images->len; i++) {
                 struct image *img = g_ptr_array_index(job->images, i);
-                pthread_mutex_lock(&img->lock);
-                img->phase = PHASE_COMPLETED;
-                pthread_mutex_unlock(&img->lock);
+                image_set_phase(img, PHASE_COMPLETED);
             }
             job->state = JOB_COMPLETED;
             pthread_cond_broadcast(&job->wake);
@@ -1579,8 +1497,9 @@ static const char *job_phase(struct mirror_job *job)
     enum image_phase least = PHASE_READY;
     for (guint i = 0; i < job->images->len; i++) {
         struct image *img = g_ptr_array_index(job->images, i);
-        if (img->phase < least)
-            least = img->phase;
+        enum image_phase p = image_phase(img);
+        if (p < least)
+            least = p;
     }
     return image_phase_name(least);
 }
@@ -1613,13 +1532,7 @@ void mirror_snapshot(struct mirror_job *job, struct status_snapshot *s)
     for (guint i = 0; i < job->images->len; i++) {
         struct image *img = g_ptr_array_index(job->images, i);
         struct image_status *is = &s->image[i];
-        is->name = g_strdup(img->name);
-        is->granularity = img->granularity;
-        image_counts(img, &is->size, &is->dirty, &is->in_flight);
-        is->copied = is->size - MIN(is->size, is->dirty + is->in_flight);
-        pthread_mutex_lock(&img->lock);
-        is->phase = img->tgt ? image_phase_name(img->phase) : "no-target";
-        pthread_mutex_unlock(&img->lock);
+        image_status(img, is);
         s->total_bytes += is->size;
         s->dirty_bytes += is->dirty;
         s->in_flight_bytes += is->in_flight;
@@ -1643,7 +1556,7 @@ void mirror_snapshot(struct mirror_job *job, struct status_snapshot *s)
     s->outside_writes = g_atomic_pointer_get(&job->outside_writes);
     s->verifying = false;
     for (guint i = 0; i < job->images->len; i++)
-        s->verifying |= ((struct image *)g_ptr_array_index(job->images, i))->verifying;
+        s->verifying |= image_is_verifying(g_ptr_array_index(job->images, i));
     bool done = job->state == JOB_COMPLETED || job->state == JOB_CANCELLED ||
                 job->state == JOB_FAILED;
     s->exit_code = done && job->stopping ? job_exit_code(job) : -1;
@@ -1662,6 +1575,7 @@ static void set_copy_mode_locked(struct mirror_job *job, enum copy_mode m)
 int mirror_control(struct mirror_job *job, const char *line, char **err)
 {
     g_autofree char *cmd = g_strstrip(g_strdup(line));
+    g_autoptr(GPtrArray) verify = NULL;
     int rc = 0;
 
     *err = NULL;
@@ -1707,9 +1621,9 @@ int mirror_control(struct mirror_job *job, const char *line, char **err)
         }
     } else if (strcmp(cmd, "verify") == 0) {
         /* Compare the whole target with the source while the job runs;
-         * what differs is copied again (and counted in status). */
-        for (guint i = 0; i < job->images->len; i++)
-            image_start_verify(g_ptr_array_index(job->images, i));
+         * what differs is copied again (and counted in status).  Started
+         * below, without the job's lock: an image wakes the workers. */
+        verify = images_snapshot(job);
     } else if (strcmp(cmd, "cancel") == 0) {
         if (job->state == JOB_RUNNING)
             job->state = JOB_CANCELLED;
@@ -1720,6 +1634,8 @@ int mirror_control(struct mirror_job *job, const char *line, char **err)
     }
     pthread_cond_broadcast(&job->wake);
     pthread_mutex_unlock(&job->lock);
+    for (guint i = 0; verify && i < verify->len; i++)
+        image_start_verify(g_ptr_array_index(verify, i));
     if (rc == 0) {
         job_log(job, LOG_INFO, "ctl: %s", cmd);
         mirror_event(job, "ctl", "%s", cmd);
@@ -1758,9 +1674,7 @@ int mirror_finish(struct mirror_job *job)
             job->speed_gen++;
             for (guint i = 0; i < job->images->len; i++) {
                 struct image *img = g_ptr_array_index(job->images, i);
-                pthread_mutex_lock(&img->lock);
-                img->phase = PHASE_DRAINING;
-                pthread_mutex_unlock(&img->lock);
+                image_set_phase(img, PHASE_DRAINING);
             }
         }
     }

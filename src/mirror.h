@@ -49,6 +49,7 @@ struct mirror_job {
     pthread_cond_t wake;   /* work may be there, or the state changed */
     GPtrArray *images;     /* struct image *, one reference each */
     GHashTable *by_ident;  /* (dev, ino) -> struct image *, the same images */
+    struct image_hooks image_hooks; /* what images call: new work, a guest waits */
     GPtrArray *found;      /* the start-up scan's regular files, until the start */
     struct ns *ns;         /* the namespace of a directory target; NULL for NBD */
     guint next_image;      /* round-robin start for the workers */
@@ -147,9 +148,6 @@ struct image *mirror_add_image(struct mirror_job *job, const char *name, int fd,
  * NULL with an error recorded. */
 struct image *mirror_image_for(struct mirror_job *job, const char *path, int dirfd,
                                const char *name, const struct stat *st);
-/* A new fd of the image's file on a directory target (close it), or
- * -ENOENT without one, -EOPNOTSUPP for targets without files. */
-int mirror_image_target_fd(struct mirror_job *job, struct image *img);
 /* The image's file on the target is lost (no name left to link): a new one
  * at path, copied from scratch.  0 or -errno. */
 int mirror_retarget_image(struct mirror_job *job, struct image *img, const char *path);
@@ -188,8 +186,6 @@ void mirror_trace_write(struct mirror_job *job, struct image *img, uint64_t off,
  * is returned: that is no failure. */
 int mirror_flush_image(struct mirror_job *job, struct image *img);
 
-/* A copy of the image's current name (renames change it); g_free it. */
-char *mirror_image_name(struct mirror_job *job, struct image *img);
 
 /* Record a runtime error: counted, logged, shown in status. */
 void mirror_report_error(struct mirror_job *job, const char *fmt, ...)

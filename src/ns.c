@@ -411,7 +411,7 @@ static int create_entry(struct walk *w, int sdir, const char *name, int tdir,
         rc = symlinkat(slink, tdir, name) < 0 ? -errno : 0;
         break;
     case S_IFREG: {
-        int fd = mirror_image_target_fd(w->ns->job, img);
+        int fd = image_target_dup_fd(img);
         if (fd >= 0) {
             g_autofree char *proc = tree_proc_path(fd, NULL);
             rc = linkat(AT_FDCWD, proc, tdir, name, AT_SYMLINK_FOLLOW) < 0 ? -errno : 0;
@@ -524,7 +524,7 @@ static void sync_entry(struct walk *w, int sdir, int tdir, const char *name, con
         switch (ss.st_mode & S_IFMT) {
         case S_IFREG: {
             struct stat is;
-            int fd = mirror_image_target_fd(w->ns->job, img);
+            int fd = image_target_dup_fd(img);
             same = fd >= 0 && fstat(fd, &is) == 0 && is.st_dev == ts.st_dev &&
                    is.st_ino == ts.st_ino;
             if (fd >= 0)
