@@ -25,6 +25,7 @@ struct image {
     struct persist_image *pst; /* its crash-safe state; NULL without (it has its own locks) */
     int refs;                  /* atomic */
     int guest_waiting;         /* atomic: guest operations waiting for copies */
+    int outside_write;         /* atomic: written behind the mount, not yet compared */
 
     pthread_rwlock_t io; /* guest writes shared, resizes exclusive (invariant 12) */
 
@@ -795,6 +796,16 @@ void image_release_verify_later(struct image *img, const struct claim *c)
         img->verify_cursor = c->first;
     pthread_cond_broadcast(&img->idle);
     pthread_mutex_unlock(&img->lock);
+}
+
+bool image_note_outside_write(struct image *img)
+{
+    return g_atomic_int_compare_and_exchange(&img->outside_write, 0, 1);
+}
+
+bool image_take_outside_write(struct image *img)
+{
+    return g_atomic_int_compare_and_exchange(&img->outside_write, 1, 0);
 }
 
 /* ---- the crash-safe state ------------------------------------------------------------ */

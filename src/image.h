@@ -218,6 +218,12 @@ void image_release_verify(struct image *img, const struct claim *c, const bool *
  * the pass compares it later. */
 void image_release_verify_later(struct image *img, const struct claim *c);
 
+/* A process wrote the source file behind the mount: noted (true when it
+ * was not noted already), then taken by the job, which compares the whole
+ * image again (a verify pass). */
+bool image_note_outside_write(struct image *img);
+bool image_take_outside_write(struct image *img);
+
 /* ---- the crash-safe state ------------------------------------------------------------ */
 
 /* A resume: the extents of the previous run's state (one bit per

@@ -7,6 +7,7 @@
 #include "persist.h"
 #include "target.h"
 #include "util.h"
+#include "watch.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -140,6 +141,43 @@ static void check_paths(const struct mirror_options *o, const char *mountpoint,
             o->target, state_dir);
     if (*tgt_exists && access(tgt, W_OK) < 0)
         die("%s: target: %s", o->target, g_strerror(errno));
+}
+
+/* Writes behind the mount: a process that holds a source file open for
+ * writing (or mapped shared) outside the mount would change it unseen.
+ * Refused, unless open_writers=verify, which compares every image before
+ * the job completes. */
+static void check_open_writers(const struct mirror_options *o, const char *src,
+                               struct mirror_job *job)
+{
+    g_autoptr(GHashTable) files = watch_file_set_new();
+    g_autoptr(GPtrArray) writers = NULL;
+    g_autofree char *err = NULL;
+
+    for (guint i = 0; i < job->found->len; i++) {
+        const struct found_file *f = g_ptr_array_index(job->found, i);
+        watch_file_set_add(files, f->dev, f->ino);
+    }
+    if (watch_find_writers_ino(src, files, &writers, &err) < 0) {
+        fprintf(stderr, "mirrorfs: warning: cannot look for writers of %s (%s): every image "
+                "is compared in full before the job completes\n", src, err);
+        job->verify_at_drain = true;
+        return;
+    }
+    if (writers->len == 0)
+        return;
+    const struct watch_opener *w = g_ptr_array_index(writers, 0);
+    g_autofree char *more = writers->len > 1
+                                ? g_strdup_printf(" (and %u more)", writers->len - 1)
+                                : g_strdup("");
+    if (o->open_writers == OPEN_WRITERS_REFUSE)
+        die("%s: open for writing by pid %d (%s) outside the mount%s: stop it first, or give "
+            "-o open_writers=verify to compare every image before the job completes",
+            w->path, (int)w->pid, w->comm, more);
+    fprintf(stderr, "mirrorfs: warning: %s: open for writing by pid %d (%s) outside the "
+            "mount%s: every image is compared in full before the job completes\n",
+            w->path, (int)w->pid, w->comm, more);
+    job->verify_at_drain = true;
 }
 
 /* Prepare state_dir: created, writable, no stale result. */
@@ -287,8 +325,17 @@ int main(int argc, char *argv[])
     fuse_opt_free_args(&check_args);
     state_dir = prepare_state_dir(&opts, src, tgt);
 
-    src_fd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    root_fd = open(src, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    /* SOURCE through a private clone of its mount: the watch over writes
+     * behind the mount then leaves the daemon's own out at no cost (it
+     * works without one, at some: watch.h). */
+    int private_root = -1;
+    g_autofree char *perr = NULL;
+    if (watch_private_root(src, &private_root, &perr) < 0)
+        private_root = -1;
+    src_fd = private_root >= 0 ? openat(private_root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                               : open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    root_fd = private_root >= 0 ? openat(private_root, ".", O_PATH | O_DIRECTORY | O_CLOEXEC)
+                                : open(src, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (src_fd < 0 || root_fd < 0)
         die("%s: %s", src, g_strerror(errno));
     if (target_is_uri) {
@@ -300,6 +347,8 @@ int main(int argc, char *argv[])
     g_clear_pointer(&err, g_free);
     if (mirror_job_new(&opts, src_fd, src, target, state_dir, cmd.foreground, &job, &err) < 0)
         die("%s", err);
+    job->private_root_fd = private_root;
+    check_open_writers(&opts, src, job);
 
     /* Everything checked: from here on the target may be written. */
     if (!target_is_uri) {
@@ -366,6 +415,8 @@ int main(int argc, char *argv[])
     fs_free(fs);
     mirror_job_free(job);
     target_destroy(target);
+    if (private_root >= 0)
+        close(private_root);
     close(src_fd);
     free(cmd.mountpoint);
     fuse_opt_free_args(&args);

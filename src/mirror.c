@@ -10,6 +10,7 @@
 #include "target.h"
 #include "tree.h"
 #include "util.h"
+#include "watch.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -488,13 +489,6 @@ void mirror_exchange_paths(struct mirror_job *job, const char *a, const char *b)
 
 /* ---- start-up scan ---------------------------------------------------------- */
 
-/* A regular file of SOURCE found at start. */
-struct found_file {
-    char *path;
-    dev_t dev;
-    ino_t ino;
-};
-
 static void found_file_free(gpointer p)
 {
     struct found_file *f = p;
@@ -620,6 +614,7 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
     job->auto_min_dirty = UINT64_MAX;
     job->auto_min_ns = job->rate_last_ns;
     job->resumed = "no";
+    job->private_root_fd = -1;
 
     g_autoptr(GHashTable) seen =
         g_hash_table_new_full(image_key_hash, image_key_equal, g_free, NULL);
@@ -1301,6 +1296,8 @@ void mirror_request_cancel(struct mirror_job *job)
         job->cancel_requested = 1;
 }
 
+static void verify_outside_writes(struct mirror_job *job, GPtrArray *imgs);
+
 static void manager_tick(struct mirror_job *job)
 {
     if (job->cancel_requested) {
@@ -1333,6 +1330,7 @@ static void manager_tick(struct mirror_job *job)
     pthread_mutex_unlock(&job->lock);
     if (!copying)
         return;
+    verify_outside_writes(job, imgs);
 
     if (state == JOB_RUNNING && now - job->last_target_retry_ns >= TARGET_RETRY_NS) {
         job->last_target_retry_ns = now;
@@ -1420,6 +1418,17 @@ static void manager_tick(struct mirror_job *job)
             apply_policy(job, job->opts->on_target_error, msg, ++job->flush_failures);
             return;
         }
+        /* Every write behind the mount that returned by now has been
+         * reported: if one was, it is compared before completing. */
+        if (job->watch && watch_flush(job->watch) < 0)
+            g_atomic_int_set(&job->outside_lost, 1);
+        for (guint i = 0; i < imgs->len; i++)
+            if (image_take_outside_write(g_ptr_array_index(imgs, i))) {
+                image_start_verify(g_ptr_array_index(imgs, i));
+                return;
+            }
+        if (g_atomic_int_get(&job->outside_lost))
+            return;
         /* Everything is a flushed copy: the state says so for a restart. */
         sweep_state(job, imgs, 0);
         pthread_mutex_lock(&job->lock);
@@ -1468,9 +1477,62 @@ static gpointer manager_main(gpointer data)
     return NULL;
 }
 
+/* The watcher's report of a write behind the mount (its thread, or the
+ * manager's in watch_flush()): the image is compared again in full.  Any
+ * file of SOURCE's file system comes here; only images count. */
+static void on_outside_write(void *ctx, dev_t dev, ino_t ino, pid_t pid)
+{
+    struct mirror_job *job = ctx;
+
+    if (dev == 0 && ino == 0) {
+        if (g_atomic_int_compare_and_exchange(&job->outside_lost, 0, 1))
+            mirror_event(job, "outside-write", "events lost: every image is compared again");
+        return;
+    }
+    struct image *img = mirror_find_image(job, dev, ino);
+    if (!img)
+        return;
+    g_atomic_pointer_add(&job->outside_writes, 1);
+    if (image_note_outside_write(img)) {
+        g_autofree char *name = image_name(img);
+        g_autofree char *commf = g_strdup_printf("/proc/%d/comm", (int)pid);
+        g_autofree char *comm = NULL;
+        if (!g_file_get_contents(commf, &comm, NULL, NULL))
+            comm = g_strdup("?");
+        g_strchomp(comm);
+        mirror_event(job, "outside-write",
+                     "%s: written behind the mount by pid %d (%s); compared again in full",
+                     name, (int)pid, comm);
+    }
+    image_unref(img);
+}
+
+/* Images written behind the mount get a verify pass (manager). */
+static void verify_outside_writes(struct mirror_job *job, GPtrArray *imgs)
+{
+    bool all = g_atomic_int_compare_and_exchange(&job->outside_lost, 1, 0);
+
+    for (guint i = 0; i < imgs->len; i++) {
+        struct image *img = g_ptr_array_index(imgs, i);
+        if (image_take_outside_write(img) || all)
+            image_start_verify(img);
+    }
+}
+
 void mirror_start(struct mirror_job *job)
 {
     unsigned n = job->opts->workers;
+    g_autofree char *werr = NULL;
+
+    if (watch_start(job->source_dirfd, job->private_root_fd, on_outside_write, job, &job->watch,
+                    &werr) < 0) {
+        /* Then nobody can tell whether the images were written behind the
+         * mount: every one is compared before the job completes. */
+        job->verify_at_drain = true;
+        job_log(job, LOG_WARNING, "writes behind the mount are not watched (%s): every image "
+                "is compared in full before the job completes", werr);
+        mirror_event(job, "unwatched", "%s", werr);
+    }
 
     job->worker_threads = g_new0(GThread *, n);
     for (unsigned i = 0; i < n; i++)
@@ -1672,6 +1734,8 @@ int mirror_finish(struct mirror_job *job)
             job->paused = false;
             ratelimit_set_rate(&job->limiter, job->opts->drain_speed, job->chunk, now_ns());
             job->speed_gen++;
+            if (job->verify_at_drain)
+                g_atomic_int_set(&job->outside_lost, 1);
             for (guint i = 0; i < job->images->len; i++) {
                 struct image *img = g_ptr_array_index(job->images, i);
                 image_set_phase(img, PHASE_DRAINING);
@@ -1692,6 +1756,8 @@ int mirror_finish(struct mirror_job *job)
             g_thread_join(job->worker_threads[i]);
     if (job->manager_thread)
         g_thread_join(job->manager_thread);
+    watch_stop(job->watch);
+    job->watch = NULL;
 
     int code = job_exit_code(job);
     write_result(job);

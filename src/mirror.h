@@ -24,6 +24,13 @@
 
 struct target;
 
+/* A regular file of SOURCE found by the start-up scan. */
+struct found_file {
+    char *path;
+    dev_t dev;
+    ino_t ino;
+};
+
 enum job_state {
     JOB_RUNNING,   /* bulk or ready, per the images */
     JOB_DRAINING,  /* unmounted: copying what is left */
@@ -50,7 +57,8 @@ struct mirror_job {
     GPtrArray *images;     /* struct image *, one reference each */
     GHashTable *by_ident;  /* (dev, ino) -> struct image *, the same images */
     struct image_hooks image_hooks; /* what images call: new work, a guest waits */
-    GPtrArray *found;      /* the start-up scan's regular files, until the start */
+    GPtrArray *found;      /* the start-up scan's regular files (struct found_file),
+                            * until mirror_job_start_target() */
     struct ns *ns;         /* the namespace of a directory target; NULL for NBD */
     guint next_image;      /* round-robin start for the workers */
     enum job_state state;
@@ -81,6 +89,13 @@ struct mirror_job {
     unsigned flush_failures;  /* manager: failed target flushes in a row */
     unsigned audit_rounds;    /* manager: completion audits that found differences */
     volatile sig_atomic_t cancel_requested; /* mirror_request_cancel() */
+
+    /* Writes to SOURCE that do not come through the mount (watch.c). */
+    int private_root_fd;   /* a private clone of SOURCE's mount, or -1 (main.c's) */
+    struct watch *watch;   /* NULL when not watched */
+    int outside_lost;      /* atomic: events were lost: compare every image */
+    bool verify_at_drain;  /* compare every image before completing (not
+                            * watched, or open writers were let be) */
     uint64_t last_periodic_flush_ns; /* manager */
     uint64_t last_target_retry_ns;   /* manager */
 
@@ -110,7 +125,8 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
  * data), then the rest of the namespace (ns.c), durable.  0 or -errno with
  * *err set. */
 int mirror_job_start_target(struct mirror_job *job, char **err);
-/* Start the workers and the manager (after fuse_daemonize()). */
+/* Start the workers, the manager and the watch over writes behind the
+ * mount (after fuse_daemonize()). */
 void mirror_start(struct mirror_job *job);
 /* The mount is gone: no guest can write any more.  Drain (on_unmount=
  * complete) or cancel, flush, record the result in state_dir, stop the

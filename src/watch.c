@@ -329,7 +329,9 @@ struct watch {
     watch_fn fn;
     void *ctx;
     pthread_t thread;
-    uint64_t buf[4096]; /* events, read by the thread (8-byte aligned) */
+    int failed;              /* the group failed: no events any more (read_lock) */
+    pthread_mutex_t read_lock; /* reading the queue: the thread, or watch_flush() */
+    uint64_t buf[4096]; /* events, read under read_lock (8-byte aligned) */
 };
 
 int watch_private_root(const char *path, int *fd_out, char **err)
@@ -427,6 +429,31 @@ static int read_events(struct watch *w)
     return n > 0;
 }
 
+/* Read the queue empty, under read_lock.  -1 when the group failed (fn
+ * was told, once). */
+static int drain_events(struct watch *w)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&w->read_lock);
+    if (!w->failed) {
+        while ((rc = read_events(w)) > 0)
+            ;
+        if (rc < 0) {
+            w->failed = 1;
+            w->fn(w->ctx, 0, 0, 0); /* what the queue still held is lost */
+        }
+    }
+    rc = w->failed ? -1 : 0;
+    pthread_mutex_unlock(&w->read_lock);
+    return rc;
+}
+
+int watch_flush(struct watch *w)
+{
+    return drain_events(w) < 0 ? -EIO : 0;
+}
+
 static void *watch_thread(void *arg)
 {
     struct watch *w = arg;
@@ -438,8 +465,7 @@ static void *watch_thread(void *arg)
             break;
         if (p[1].revents)
             break;
-        while ((rc = read_events(w)) > 0)
-            ;
+        rc = drain_events(w);
         /* Let the next events gather: the kernel merges those of one
          * process on one file while they are unread, so that a stream of
          * writes (this process's own, to files outside the private root)
@@ -449,10 +475,7 @@ static void *watch_thread(void *arg)
     }
     /* The kernel queues a write's event before the write returns: what was
      * written before watch_stop() was called is in the queue now. */
-    while (rc >= 0 && (rc = read_events(w)) > 0)
-        ;
-    if (rc < 0)
-        w->fn(w->ctx, 0, 0, 0); /* what the queue still held is lost */
+    drain_events(w);
     return NULL;
 }
 
@@ -464,6 +487,7 @@ static void watch_free(struct watch *w)
         close(w->mount_fd);
     if (w->wake >= 0)
         close(w->wake);
+    pthread_mutex_destroy(&w->read_lock);
     g_free(w);
 }
 
@@ -497,6 +521,7 @@ int watch_start(int root_fd, int private_root_fd, watch_fn fn, void *ctx,
     int rc;
 
     w->fan = w->mount_fd = w->wake = -1;
+    pthread_mutex_init(&w->read_lock, NULL);
     w->self = getpid();
     w->fn = fn;
     w->ctx = ctx;

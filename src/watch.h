@@ -157,6 +157,13 @@ int watch_private_root(const char *path, int *fd_out, char **err);
 int watch_start(int root_fd, int private_root_fd, watch_fn fn, void *ctx,
                 struct watch **out, char **err);
 
+/* Report now, on the calling thread, whatever the kernel has queued: every
+ * modification that returned before this was called has been reported
+ * when it returns, and the watch goes on.  fn may run on the calling
+ * thread meanwhile (never at the same time as on the watcher's).  0, or
+ * -EIO when events were lost for good (fn was told). */
+int watch_flush(struct watch *w);
+
 /* Stop the thread (promptly: it is woken, not waited out) and free w.
  * Every modification that returned before this was called has been
  * reported when it returns (the kernel queues the event before the write

@@ -625,6 +625,32 @@ START_TEST(test_watch_stop_reports_what_was_written)
 }
 END_TEST
 
+/* The job asks, before it declares the copy exact, whether any outside
+ * write has not been reported yet: a write that returned before
+ * watch_flush() has been reported when it returns, and the watch goes on. */
+START_TEST(test_watch_flush_reports_what_was_written)
+{
+    struct recorder r;
+    recorder_init(&r);
+    for (int i = 0; i < 5; i++) {
+        g_autofree char *rel = g_strdup_printf("src/g%d", i);
+        make_file(rel, 4096);
+    }
+    struct watch *w = start(&r, -1);
+    for (int i = 0; i < 5; i++) {
+        struct stat a;
+        g_autofree char *rel = g_strdup_printf("src/g%d", i);
+        stat_file(rel, &a);
+        struct child c = child_act(AT_FDCWD, rel, ACT_WRITE);
+        ck_assert_int_eq(watch_flush(w), 0);
+        ck_assert_msg(count(&r, &a, c.pid) > 0, "round %d: a write before the flush was lost", i);
+        release(c);
+    }
+    watch_stop(w);
+    recorder_clear(&r);
+}
+END_TEST
+
 /* A recorder whose first call blocks until the test lets it go, so that
  * the kernel's queue fills up meanwhile. */
 struct blocked {
@@ -790,6 +816,7 @@ int main(void)
     tcase_add_test(tw, test_watch_reports_outside_writes);
     tcase_add_test(tw, test_watch_private_root);
     tcase_add_test(tw, test_watch_stop_reports_what_was_written);
+    tcase_add_test(tw, test_watch_flush_reports_what_was_written);
     tcase_add_test(tw, test_watch_stop_reports_many);
     tcase_add_test(tw, test_watch_reports_lost_events);
     tcase_add_test(tw, test_watch_rejects_foreign_private_root);
