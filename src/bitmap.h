@@ -1,7 +1,8 @@
 /* bitmap.h - a growable, hierarchical bit set.
  *
- * Used for the dirty map (one bit per granule), the in-flight map and the
- * "target may hold data" map of each image.  A 1 TiB image at 4 KiB
+ * Used for an image's maps, one bit per granule: dirty, written (the target
+ * may hold data), unflushed and suspect (image.c); granules in flight are
+ * the range lock's (rangelock.c).  A 1 TiB image at 4 KiB
  * granularity has 2^28 bits; bitmap_next_set() must stay fast on it, so each
  * level above the bits keeps one bit per non-zero 64-bit word of the level
  * below, and a search skips empty words 64^k at a time.

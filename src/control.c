@@ -61,9 +61,9 @@ void ctl_getattr(enum ctl_node node, fuse_ino_t ino, struct stat *st)
     }
 }
 
-/* What an open control file holds. */
-/* Reference counted: when a reader blocked in events is killed, the kernel
- * sends RELEASE while our read is still running on another thread. */
+/* What an open control file holds.  Reference counted: when a reader
+ * blocked in events is killed, the kernel sends RELEASE while our read is
+ * still running on another thread. */
 struct ctl_handle {
     int refs;
     enum ctl_node node;

@@ -1,10 +1,12 @@
 /* control.h - the virtual `.mirror` directory at the top of the mount:
- * `status`, `status.json` and `ctl`.  Nothing in it exists in SOURCE and
- * nothing in it is copied.
+ * `status`, `status.json` (for everyone), `ctl`, `events` and `trace` (for
+ * the mount's owner and root: doc/design.md, invariant 13).  Nothing in it
+ * exists in SOURCE and nothing in it is copied.
  *
- * The files' content is made when a file is opened (a consistent snapshot
- * for each reader, like /proc), and they are served with direct_io so that
- * their size of 0 does not cut reads short.
+ * A status file's content is made when it is opened (a consistent snapshot
+ * for each reader, like /proc); events and trace are logs followed from
+ * the open on.  They are served with direct_io so that their size of 0 does
+ * not cut reads short.
  */
 #ifndef MIRRORFS_CONTROL_H
 #define MIRRORFS_CONTROL_H

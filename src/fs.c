@@ -1,5 +1,8 @@
 /* fs.c - FUSE low-level operations: passthrough of SOURCE with write
- * interception, namespace mirroring and the .mirror directory.
+ * interception, namespace mirroring and the .mirror directory.  FUSE glue
+ * only: what a write or a change means for the mirror is mirror.c's,
+ * image.c's and ns.c's (doc/design.md, whose invariants are cited here by
+ * number).
  *
  * Every callback ends in exactly one fuse_reply_*.  SOURCE is reached only
  * through fds opened before the mount (the root's O_PATH fd and fds derived
@@ -13,7 +16,6 @@
 #include "image.h"
 #include "mirror.h"
 #include "ns.h"
-#include "target.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -1187,37 +1189,12 @@ static void fs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void write_blocking_run(fuse_req_t req, struct fs *fs, struct image *img, int fd,
                                const char *data, size_t size, off_t off)
 {
-    struct claim c;
-    ssize_t res;
-    int trc = 0;
+    ssize_t res = mirror_write_through(fs->job, img, fd, data, size, off);
 
-    image_write_begin(img);
-    image_claim_for_write(img, (uint64_t)off, size, &c);
-    mirror_change_begin(fs->job, img, (uint64_t)off, size);
-    res = pwrite(fd, data, size, off);
-    int saved = errno;
-    /* Granules whose flush failed are rewritten by the copier, which
-     * deallocates them first; this write leaves them dirty. */
-    if (c.target_suspect)
-        trc = -EAGAIN;
-    else if (res > 0) {
-        trc = target_pwrite(c.tgt, data, (size_t)res, (uint64_t)off);
-        if (trc == 0)
-            g_atomic_pointer_add(&fs->job->transferred_bytes, res);
-    }
-    image_finish_write(img, &c, res == (ssize_t)size, res > 0 && trc == 0);
-    mirror_change_end(fs->job, img, (uint64_t)off, size);
-    image_write_end(img);
-    if (trc < 0 && trc != -EAGAIN)
-        report_image(fs, img, "write-blocking write to the target failed (left to the copier)",
-                     trc);
-    if (res < 0) {
-        fuse_reply_err(req, saved);
-        return;
-    }
-    mirror_trace_write(fs->job, img, (uint64_t)off, (uint64_t)res);
-    mirror_count_guest_write(fs->job, (uint64_t)res);
-    fuse_reply_write(req, (size_t)res);
+    if (res < 0)
+        fuse_reply_err(req, (int)-res);
+    else
+        fuse_reply_write(req, (size_t)res);
 }
 
 /* The guest's bytes are copied out of the request buffer (the FUSE thread
@@ -1270,27 +1247,15 @@ static void fs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_
     out.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
     out.buf[0].fd = (int)fi->fh;
     out.buf[0].pos = off;
-    if (i->img) {
-        image_write_begin(i->img);
-        mirror_change_begin(fs->job, i->img, (uint64_t)off, size);
-    }
+    if (i->img)
+        mirror_write_begin(fs->job, i->img, (uint64_t)off, size);
     res = fuse_buf_copy(&out, in_buf, 0);
-    /* Mark only now that the source write has returned (invariant 1): a
-     * copy that clears the bits before this point and read the old data is
-     * followed by another.  Even a failed write may have changed some bytes,
-     * so its whole range is marked. */
-    if (i->img) {
-        image_mark_dirty(i->img, (uint64_t)off, res > 0 ? (uint64_t)res : size);
-        mirror_change_end(fs->job, i->img, (uint64_t)off, size);
-        image_write_end(i->img);
-        mirror_trace_write(fs->job, i->img, (uint64_t)off, res > 0 ? (uint64_t)res : 0);
-    }
-    if (res < 0) {
+    if (i->img)
+        mirror_write_end(fs->job, i->img, (uint64_t)off, size, res);
+    if (res < 0)
         fuse_reply_err(req, (int)-res);
-        return;
-    }
-    mirror_count_guest_write(fs->job, (uint64_t)res);
-    fuse_reply_write(req, (size_t)res);
+    else
+        fuse_reply_write(req, (size_t)res);
 }
 
 static void fs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)

@@ -164,6 +164,66 @@ void mirror_count_guest_write(struct mirror_job *job, uint64_t bytes)
     g_atomic_pointer_add(&job->guest_write_bytes, bytes);
 }
 
+/* ---- the guests' writes ------------------------------------------------------ */
+
+void mirror_write_begin(struct mirror_job *job, struct image *img, uint64_t off, uint64_t len)
+{
+    image_write_begin(img);
+    mirror_change_begin(job, img, off, len);
+}
+
+void mirror_write_end(struct mirror_job *job, struct image *img, uint64_t off, uint64_t len,
+                      ssize_t res)
+{
+    /* Mark only now that the source write has returned (invariant 1): a
+     * copy that clears the bits before this point and read the old data is
+     * followed by another.  Even a failed write may have changed some
+     * bytes, so its whole range is marked. */
+    image_mark_dirty(img, off, res > 0 ? (uint64_t)res : len);
+    mirror_change_end(job, img, off, len);
+    image_write_end(img);
+    if (res > 0) {
+        mirror_trace_write(job, img, off, (uint64_t)res);
+        mirror_count_guest_write(job, (uint64_t)res);
+    }
+}
+
+ssize_t mirror_write_through(struct mirror_job *job, struct image *img, int fd,
+                             const void *data, size_t size, off_t off)
+{
+    struct claim c;
+    int trc = 0;
+
+    image_write_begin(img);
+    image_claim_for_write(img, (uint64_t)off, size, &c);
+    mirror_change_begin(job, img, (uint64_t)off, size);
+    ssize_t res = pwrite(fd, data, size, off);
+    int saved = errno;
+    /* Granules whose flush failed are rewritten by the copier, which
+     * deallocates them first; this write leaves them dirty. */
+    if (c.target_suspect || !c.tgt)
+        trc = -EAGAIN;
+    else if (res > 0) {
+        trc = target_pwrite(c.tgt, data, (size_t)res, (uint64_t)off);
+        if (trc == 0)
+            g_atomic_pointer_add(&job->transferred_bytes, res);
+    }
+    image_finish_write(img, &c, res == (ssize_t)size, res > 0 && trc == 0);
+    mirror_change_end(job, img, (uint64_t)off, size);
+    image_write_end(img);
+    if (trc < 0 && trc != -EAGAIN) {
+        /* Invariant 4: the guest is not told; the copier copies it. */
+        g_autofree char *name = image_name(img);
+        mirror_report_error(job, "%s: write-blocking write to the target failed (left to the "
+                            "copier): %s", name, g_strerror(-trc));
+    }
+    if (res < 0)
+        return -saved;
+    mirror_trace_write(job, img, (uint64_t)off, (uint64_t)res);
+    mirror_count_guest_write(job, (uint64_t)res);
+    return res;
+}
+
 /* ---- images --------------------------------------------------------------- */
 
 /* Images by source identity: key and hash. */
@@ -615,6 +675,9 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
     job->auto_min_ns = job->rate_last_ns;
     job->resumed = "no";
     job->private_root_fd = -1;
+    struct stat rst;
+    if (fstat(source_dirfd, &rst) == 0)
+        job->source_dev = rst.st_dev;
 
     g_autoptr(GHashTable) seen =
         g_hash_table_new_full(image_key_hash, image_key_equal, g_free, NULL);
@@ -916,22 +979,95 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
     }
 }
 
-static void fail_job(struct mirror_job *job, const char *why)
+/* ---- the job's states ----------------------------------------------------------
+ *
+ * running -> draining -> completed, and from running or draining to failed
+ * or cancelled (doc/design.md, "The job").  job_set_state() is the only
+ * place the state changes: it checks the transition, does what entering
+ * the state means, wakes every waiter and announces it. */
+
+static const char *const state_names[] = {
+    [JOB_RUNNING] = "running",
+    [JOB_DRAINING] = "draining",
+    [JOB_COMPLETED] = "completed",
+    [JOB_FAILED] = "failed",
+    [JOB_CANCELLED] = "cancelled",
+};
+
+static bool transition_allowed(enum job_state from, enum job_state to)
 {
-    pthread_mutex_lock(&job->lock);
-    if (job->state == JOB_RUNNING || job->state == JOB_DRAINING) {
-        job->state = JOB_FAILED;
-        pthread_cond_broadcast(&job->wake);
-        pthread_mutex_unlock(&job->lock);
-        job_log(job, LOG_ERR, "job failed: %s", why);
-        mirror_event(job, "failed", "%s", why);
-        return;
+    switch (to) {
+    case JOB_DRAINING:
+        return from == JOB_RUNNING;
+    case JOB_COMPLETED:
+        return from == JOB_DRAINING;
+    case JOB_FAILED:
+    case JOB_CANCELLED:
+        return from == JOB_RUNNING || from == JOB_DRAINING;
+    case JOB_RUNNING:
+        break;
     }
-    pthread_mutex_unlock(&job->lock);
+    return false;
 }
 
-/* Apply the error policy to a failed copy; the run is dirty again already.
- * Returns the time this worker should back off, in microseconds. */
+static const char *job_phase(struct mirror_job *job);
+
+/* With job->lock held: enter state `to` if the transition is allowed.
+ * why: for failed, the reason.  True when the state changed. */
+static bool set_state_locked(struct mirror_job *job, enum job_state to, const char *why)
+{
+    if (!transition_allowed(job->state, to))
+        return false;
+    job->state = to;
+    if (to == JOB_DRAINING) {
+        /* Nobody can resume a paused job once the mount is gone, nor lift
+         * a speed limit: the drain runs at drain_speed. */
+        job->paused = false;
+        ratelimit_set_rate(&job->limiter, job->opts->drain_speed, job->chunk, now_ns());
+        job->speed_gen++;
+        if (job->verify_at_drain)
+            g_atomic_int_set(&job->outside_lost, 1);
+        /* The watch covers SOURCE's own file system: an image on another
+         * one mounted below it is compared in full before completing. */
+        for (guint i = 0; i < job->images->len; i++) {
+            struct image *img = g_ptr_array_index(job->images, i);
+            dev_t dev;
+            ino_t ino;
+            image_identity(img, &dev, &ino);
+            if (dev != job->source_dev)
+                image_note_outside_write(img);
+        }
+    }
+    if (to == JOB_DRAINING || to == JOB_COMPLETED)
+        for (guint i = 0; i < job->images->len; i++)
+            image_set_phase(g_ptr_array_index(job->images, i),
+                            to == JOB_DRAINING ? PHASE_DRAINING : PHASE_COMPLETED);
+    pthread_cond_broadcast(&job->wake);
+    job->last_phase = job_phase(job);
+    mirror_event(job, "phase", "%s", job->last_phase);
+    if (to == JOB_FAILED)
+        mirror_event(job, "failed", "%s", why);
+    return true;
+}
+
+static bool job_set_state(struct mirror_job *job, enum job_state to, const char *why)
+{
+    pthread_mutex_lock(&job->lock);
+    bool changed = set_state_locked(job, to, why);
+    pthread_mutex_unlock(&job->lock);
+    if (changed && to == JOB_FAILED)
+        job_log(job, LOG_ERR, "job failed: %s", why);
+    else if (changed && to != JOB_COMPLETED)
+        job_log(job, to == JOB_CANCELLED ? LOG_WARNING : LOG_INFO, "%s%s%s", state_names[to],
+                why ? ": " : "", why ? why : "");
+    return changed;
+}
+
+static void fail_job(struct mirror_job *job, const char *why)
+{
+    job_set_state(job, JOB_FAILED, why);
+}
+
 /* Apply an error policy to msg (already reported).  Returns the time the
  * caller should back off, in microseconds (ignore), or 0. */
 static uint64_t apply_policy(struct mirror_job *job, enum error_action action,
@@ -966,6 +1102,14 @@ static uint64_t apply_policy(struct mirror_job *job, enum error_action action,
     mirror_event(job, "policy", "ignore: retry in %" PRIu64 " ms (failure %u in a row)",
                  backoff / 1000, consecutive);
     return backoff;
+}
+
+/* The target failed to flush (or sync): report it and apply
+ * on_target_error.  What it may have lost is dirty again already. */
+static void flush_failed(struct mirror_job *job, const char *msg)
+{
+    mirror_report_error(job, "%s", msg);
+    apply_policy(job, job->opts->on_target_error, msg, ++job->flush_failures);
 }
 
 /* A failed copy; the run is dirty again already. */
@@ -1157,10 +1301,9 @@ static bool flush_clean_image(struct mirror_job *job, struct image *img)
         g_autofree char *name = image_name(img);
         g_autofree char *msg =
             g_strdup_printf("%s: cannot flush the target: %s", name, g_strerror(-rc));
-        mirror_report_error(job, "%s", msg);
-        /* What the flush may have lost is dirty again; the manager tries
-         * the next flush on a later tick, which is its back-off. */
-        apply_policy(job, job->opts->on_target_error, msg, ++job->flush_failures);
+        /* The manager tries the next flush on a later tick, which is its
+         * back-off. */
+        flush_failed(job, msg);
         return false;
     }
     if (!clean)
@@ -1298,21 +1441,112 @@ void mirror_request_cancel(struct mirror_job *job)
 
 static void verify_outside_writes(struct mirror_job *job, GPtrArray *imgs);
 
+/* Running: retry images the target had no place for, flush what was
+ * copied every second (and sweep the crash-safe state), and declare each
+ * image ready once it is clean, flushed and still clean. */
+static void manager_running(struct mirror_job *job, GPtrArray *imgs, uint64_t now)
+{
+    if (now - job->last_target_retry_ns >= TARGET_RETRY_NS) {
+        job->last_target_retry_ns = now;
+        retry_missing_targets(job, imgs);
+    }
+    if (now - job->last_periodic_flush_ns >= PERIODIC_FLUSH_NS) {
+        job->last_periodic_flush_ns = now;
+        for (guint i = 0; i < imgs->len; i++) {
+            struct image *img = g_ptr_array_index(imgs, i);
+            if (!image_has_unflushed(img))
+                continue;
+            int rc = mirror_flush_image(job, img);
+            if (rc < 0) {
+                g_autofree char *name = image_name(img);
+                g_autofree char *msg = g_strdup_printf("%s: cannot flush the target: %s",
+                                                       name, g_strerror(-rc));
+                flush_failed(job, msg);
+            } else {
+                job->flush_failures = 0;
+            }
+        }
+        sweep_state(job, imgs, STATE_QUIET_SWEEPS);
+    }
+    for (guint i = 0; i < imgs->len; i++) {
+        struct image *img = g_ptr_array_index(imgs, i);
+        if (image_phase(img) == PHASE_BULK && flush_clean_image(job, img) &&
+            image_become_ready(img)) {
+            g_autofree char *name = image_name(img);
+            mirror_event(job, "image-ready", "%s", name);
+        }
+    }
+    bool all_ready = true;
+    for (guint i = 0; i < imgs->len && all_ready; i++)
+        all_ready = image_phase(g_ptr_array_index(imgs, i)) == PHASE_READY;
+    bool report = all_ready && !job->all_ready_reported;
+    job->all_ready_reported = all_ready;
+    if (report)
+        job_log(job, LOG_INFO, "ready: the target has caught up");
+}
+
+/* Draining (no guest can write any more): once everything is clean, flush
+ * every image, audit the namespace, make it all durable, make sure no write
+ * behind the mount is still unaccounted for, and complete. */
+static void manager_draining(struct mirror_job *job, GPtrArray *imgs)
+{
+    /* An image still without a place on the target gets one last try. */
+    retry_missing_targets(job, imgs);
+    for (guint i = 0; i < imgs->len; i++) {
+        struct image *img = g_ptr_array_index(imgs, i);
+        if (image_needs_target(img)) {
+            g_autofree char *name = image_name(img);
+            g_autofree char *msg =
+                g_strdup_printf("%s: never mirrored: the target has no place for it", name);
+            mirror_report_error(job, "%s", msg);
+            fail_job(job, msg);
+            return;
+        }
+    }
+    for (guint i = 0; i < imgs->len; i++)
+        if (!image_is_clean(g_ptr_array_index(imgs, i)))
+            return;
+    for (guint i = 0; i < imgs->len; i++)
+        if (!flush_clean_image(job, g_ptr_array_index(imgs, i)))
+            return;
+    /* Every image is a flushed copy: now the namespace and metadata (ns.c),
+     * compared, repaired, and compared again.  A repair may make data dirty
+     * (a target file that was lost, a size that does not match), which is
+     * copied before the next look. */
+    if (job->ns && !audit_tree(job))
+        return;
+    /* Every image was flushed without error just now; this makes the names
+     * durable.  Its error may also be an old one of data that was flushed
+     * again since, so it gets the policy and another try (a second syncfs
+     * reports only errors new since the first). */
+    int rc = target_sync_all(job->target);
+    if (rc < 0) {
+        g_autofree char *msg = g_strdup_printf("cannot sync the target: %s", g_strerror(-rc));
+        flush_failed(job, msg);
+        return;
+    }
+    /* Every write behind the mount that returned by now has been reported:
+     * if one was, it is compared before completing. */
+    if (job->watch && watch_flush(job->watch) < 0)
+        g_atomic_int_set(&job->outside_lost, 1);
+    for (guint i = 0; i < imgs->len; i++)
+        if (image_take_outside_write(g_ptr_array_index(imgs, i))) {
+            image_start_verify(g_ptr_array_index(imgs, i));
+            return;
+        }
+    if (g_atomic_int_get(&job->outside_lost))
+        return;
+    /* Everything is a flushed copy: the state says so for a restart. */
+    sweep_state(job, imgs, 0);
+    job_set_state(job, JOB_COMPLETED, NULL);
+}
+
 static void manager_tick(struct mirror_job *job)
 {
     if (job->cancel_requested) {
         job->cancel_requested = 0;
-        pthread_mutex_lock(&job->lock);
-        bool cancel = job->state == JOB_RUNNING || job->state == JOB_DRAINING;
-        if (cancel) {
-            job->state = JOB_CANCELLED;
-            pthread_cond_broadcast(&job->wake);
-        }
-        pthread_mutex_unlock(&job->lock);
-        if (cancel) {
-            job_log(job, LOG_WARNING, "signal: cancelled");
+        if (job_set_state(job, JOB_CANCELLED, "signal"))
             mirror_event(job, "ctl", "cancel (signal)");
-        }
     }
     pthread_mutex_lock(&job->lock);
     enum job_state state = job->state;
@@ -1331,120 +1565,11 @@ static void manager_tick(struct mirror_job *job)
     if (!copying)
         return;
     verify_outside_writes(job, imgs);
-
-    if (state == JOB_RUNNING && now - job->last_target_retry_ns >= TARGET_RETRY_NS) {
-        job->last_target_retry_ns = now;
-        retry_missing_targets(job, imgs);
-    }
-    if (state == JOB_RUNNING && now - job->last_periodic_flush_ns >= PERIODIC_FLUSH_NS) {
-        job->last_periodic_flush_ns = now;
-        for (guint i = 0; i < imgs->len; i++) {
-            struct image *img = g_ptr_array_index(imgs, i);
-            if (!image_has_unflushed(img))
-                continue;
-            int rc = mirror_flush_image(job, img);
-            if (rc < 0) {
-                g_autofree char *name = image_name(img);
-                g_autofree char *msg = g_strdup_printf("%s: cannot flush the target: %s",
-                                                       name, g_strerror(-rc));
-                mirror_report_error(job, "%s", msg);
-                apply_policy(job, job->opts->on_target_error, msg, ++job->flush_failures);
-            } else {
-                job->flush_failures = 0;
-            }
-        }
-        sweep_state(job, imgs, STATE_QUIET_SWEEPS);
-    }
-    if (state == JOB_RUNNING) {
-        /* READY once per image: clean, then flushed, then still clean. */
-        for (guint i = 0; i < imgs->len; i++) {
-            struct image *img = g_ptr_array_index(imgs, i);
-            if (image_phase(img) == PHASE_BULK && flush_clean_image(job, img) &&
-                image_become_ready(img)) {
-                g_autofree char *name = image_name(img);
-                mirror_event(job, "image-ready", "%s", name);
-            }
-        }
-        pthread_mutex_lock(&job->lock);
-        bool all_ready = true;
-        for (guint i = 0; i < job->images->len; i++) {
-            struct image *img = g_ptr_array_index(job->images, i);
-            if (image_phase(img) != PHASE_READY)
-                all_ready = false;
-        }
-        bool report = all_ready && !job->all_ready_reported;
-        job->all_ready_reported = all_ready;
-        pthread_mutex_unlock(&job->lock);
-        if (report)
-            job_log(job, LOG_INFO, "ready: the target has caught up");
-    } else if (state == JOB_DRAINING) {
-        /* No guest can write any more: once everything is clean, flush
-         * every image and the namespace, and the job is complete.  An image
-         * still without a place on the target gets one last try. */
-        retry_missing_targets(job, imgs);
-        for (guint i = 0; i < imgs->len; i++) {
-            struct image *img = g_ptr_array_index(imgs, i);
-            if (image_needs_target(img)) {
-                g_autofree char *name = image_name(img);
-                g_autofree char *msg = g_strdup_printf("%s: never mirrored: the target has "
-                                                       "no place for it",
-                                                       name);
-                mirror_report_error(job, "%s", msg);
-                fail_job(job, msg);
-                return;
-            }
-        }
-        for (guint i = 0; i < imgs->len; i++)
-            if (!image_is_clean(g_ptr_array_index(imgs, i)))
-                return;
-        for (guint i = 0; i < imgs->len; i++)
-            if (!flush_clean_image(job, g_ptr_array_index(imgs, i)))
-                return;
-        /* Every image is a flushed copy: now the namespace and metadata
-         * (ns.c), compared, repaired, and compared again.  A repair may
-         * make data dirty (a target file that was lost, a size that does
-         * not match), which is copied before the next look. */
-        if (job->ns && !audit_tree(job))
-            return;
-        /* Every image was flushed without error just now; this makes the
-         * names durable.  Its error may also be an old one of data that was
-         * flushed again since, so it gets the policy and another try (a
-         * second syncfs reports only errors new since the first). */
-        int rc = target_sync_all(job->target);
-        if (rc < 0) {
-            g_autofree char *msg =
-                g_strdup_printf("cannot sync the target: %s", g_strerror(-rc));
-            mirror_report_error(job, "%s", msg);
-            apply_policy(job, job->opts->on_target_error, msg, ++job->flush_failures);
-            return;
-        }
-        /* Every write behind the mount that returned by now has been
-         * reported: if one was, it is compared before completing. */
-        if (job->watch && watch_flush(job->watch) < 0)
-            g_atomic_int_set(&job->outside_lost, 1);
-        for (guint i = 0; i < imgs->len; i++)
-            if (image_take_outside_write(g_ptr_array_index(imgs, i))) {
-                image_start_verify(g_ptr_array_index(imgs, i));
-                return;
-            }
-        if (g_atomic_int_get(&job->outside_lost))
-            return;
-        /* Everything is a flushed copy: the state says so for a restart. */
-        sweep_state(job, imgs, 0);
-        pthread_mutex_lock(&job->lock);
-        if (job->state == JOB_DRAINING) {
-            for (guint i = 0; i < job->images->len; i++) {
-                struct image *img = g_ptr_array_index(job->images, i);
-                image_set_phase(img, PHASE_COMPLETED);
-            }
-            job->state = JOB_COMPLETED;
-            pthread_cond_broadcast(&job->wake);
-        }
-        pthread_mutex_unlock(&job->lock);
-    }
+    if (state == JOB_RUNNING)
+        manager_running(job, imgs, now);
+    else if (state == JOB_DRAINING)
+        manager_draining(job, imgs);
 }
-
-static const char *job_phase(struct mirror_job *job);
 
 /* An event for each change of the job's phase. */
 static void announce_phase(struct mirror_job *job)
@@ -1687,8 +1812,7 @@ int mirror_control(struct mirror_job *job, const char *line, char **err)
          * below, without the job's lock: an image wakes the workers. */
         verify = images_snapshot(job);
     } else if (strcmp(cmd, "cancel") == 0) {
-        if (job->state == JOB_RUNNING)
-            job->state = JOB_CANCELLED;
+        set_state_locked(job, JOB_CANCELLED, NULL);
     } else {
         *err = g_strdup_printf("ctl: unknown or unsupported command '%s'", cmd);
         set_last_error_locked(job, *err);
@@ -1723,28 +1847,10 @@ static void write_result(struct mirror_job *job)
 
 int mirror_finish(struct mirror_job *job)
 {
+    job_set_state(job, job->opts->on_unmount == UNMOUNT_CANCEL ? JOB_CANCELLED : JOB_DRAINING,
+                  job->opts->on_unmount == UNMOUNT_CANCEL ? "unmounted (on_unmount=cancel)"
+                                                          : "unmounted");
     pthread_mutex_lock(&job->lock);
-    if (job->state == JOB_RUNNING) {
-        if (job->opts->on_unmount == UNMOUNT_CANCEL) {
-            job->state = JOB_CANCELLED;
-        } else {
-            job->state = JOB_DRAINING;
-            /* Nobody can resume a paused job once the mount is gone, nor
-             * lift a speed limit: the drain runs at drain_speed. */
-            job->paused = false;
-            ratelimit_set_rate(&job->limiter, job->opts->drain_speed, job->chunk, now_ns());
-            job->speed_gen++;
-            if (job->verify_at_drain)
-                g_atomic_int_set(&job->outside_lost, 1);
-            for (guint i = 0; i < job->images->len; i++) {
-                struct image *img = g_ptr_array_index(job->images, i);
-                image_set_phase(img, PHASE_DRAINING);
-            }
-        }
-    }
-    pthread_cond_broadcast(&job->wake);
-    if (job->state == JOB_DRAINING)
-        job_log(job, LOG_INFO, "unmounted: draining");
     while (job->state == JOB_DRAINING)
         pthread_cond_wait(&job->wake, &job->lock);
     job->stopping = true;

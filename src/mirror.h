@@ -1,10 +1,11 @@
-/* mirror.h - the mirror job: its images, copy workers, phases, error policy,
- * drain and result.
+/* mirror.h - the mirror job: its images, states, copy workers, manager,
+ * error policies, drain, audit and result.
  *
- * Threads: `workers` copy threads and one manager thread (ready and
- * completion checks, rate sampling).  FUSE threads call the image_* and
- * mirror_* entry points below.  Lock order: job->ns_lock, then job->lock,
- * then an image's lock.
+ * The invariants (numbered), the job's states and the order of every lock
+ * are in doc/design.md.  Threads: `workers` copy threads, one manager
+ * (flushes, ready and completion, rate sampling), and the watcher of
+ * writes behind the mount; FUSE threads call the mirror_* entry points.
+ * Lock order: job->ns_lock, an image's io, job->lock, an image's lock.
  */
 #ifndef MIRRORFS_MIRROR_H
 #define MIRRORFS_MIRROR_H
@@ -94,6 +95,7 @@ struct mirror_job {
     int private_root_fd;   /* a private clone of SOURCE's mount, or -1 (main.c's) */
     struct watch *watch;   /* NULL when not watched */
     int outside_lost;      /* atomic: events were lost: compare every image */
+    dev_t source_dev;      /* the file system the watch covers */
     bool verify_at_drain;  /* compare every image before completing (not
                             * watched, or open writers were let be) */
     uint64_t last_periodic_flush_ns; /* manager */
@@ -180,6 +182,21 @@ void mirror_rename_paths(struct mirror_job *job, const char *from, const char *t
 void mirror_exchange_paths(struct mirror_job *job, const char *a, const char *b);
 
 void mirror_count_guest_write(struct mirror_job *job, uint64_t bytes);
+
+/* A guest's write of [off, off+len) to the source, in copy_mode=background:
+ * begin before the write (guest writes shared against resizes, the
+ * crash-safe state marked first), end after it with its result (res bytes
+ * written, or -errno): the range is marked dirty, traced and counted. */
+void mirror_write_begin(struct mirror_job *job, struct image *img, uint64_t off, uint64_t len);
+void mirror_write_end(struct mirror_job *job, struct image *img, uint64_t off, uint64_t len,
+                      ssize_t res);
+/* copy_mode=write-blocking: write data to the source (fd) at off and the
+ * same bytes to the target, as one with respect to copies (the granules are
+ * claimed meanwhile).  A failure of the target is the job's to report, not
+ * the guest's (invariant 4).  Bytes written to the source, or -errno.  May
+ * wait for the target: call it where a FUSE thread is not held. */
+ssize_t mirror_write_through(struct mirror_job *job, struct image *img, int fd,
+                             const void *data, size_t size, off_t off);
 
 /* copy_mode=write-blocking now (configured, or chosen by auto)?  One
  * atomic read: called for every guest write. */

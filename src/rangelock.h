@@ -1,4 +1,5 @@
-/* rangelock.h - in-flight exclusion of granule ranges (invariant 2).
+/* rangelock.h - in-flight exclusion of granule ranges (doc/design.md,
+ * invariant 2).
  *
  * No two copies of the same granule may be in flight at once, or an older
  * copy could land on the target after a newer one and leave it stale while

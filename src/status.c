@@ -59,8 +59,8 @@ struct emitter {
     bool with_image_count; /* JSON: "images" is the array instead */
 };
 
-/* Every key, in the order that is part of the interface (DESIGN.md, "Inside
- * the mount"): keys added later go at the end, never in between. */
+/* Every key, in the order that is part of the interface (mirrorfs(1), "THE
+ * .mirror DIRECTORY"): keys added later go at the end, never in between. */
 static void emit_keys(const struct status_snapshot *s, const struct emitter *e, void *ctx)
 {
     e->str(ctx, "phase", s->phase);

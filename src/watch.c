@@ -336,11 +336,14 @@ struct watch {
 
 int watch_private_root(const char *path, int *fd_out, char **err)
 {
-    /* glibc 2.36 has no wrapper.  Without AT_RECURSIVE the clone holds no
-     * submounts, so nothing below it is on another mount that would not
-     * carry the ignore mark. */
-    int fd =
-        (int)syscall(SYS_open_tree, AT_FDCWD, path, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+    /* glibc 2.36 has no wrapper.  AT_RECURSIVE: the clone holds what is
+     * mounted below path too, or the daemon would see the directories
+     * under those mounts instead of them.  Writes through such a submount's
+     * clone carry no ignore mark: on SOURCE's file system (a bind mount)
+     * they cost an event each, on another file system none (it is not
+     * watched). */
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path,
+                          OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
 
     if (fd < 0) {
         int rc = -errno;

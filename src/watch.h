@@ -132,10 +132,11 @@ typedef void (*watch_fn)(void *ctx, dev_t dev, ino_t ino, pid_t pid);
 /* A detached clone of the mount holding path, rooted at path: an O_PATH
  * directory fd in *fd_out.  Files opened below it (openat(fd, ...)) are
  * the same files as below path, but writes through them can be told apart
- * by the kernel, so that watch_start() can leave them out.  The clone
- * holds no submount of path.  Call it before anything is mounted over
- * path (SOURCE may be MOUNTPOINT).  The clone goes away when the fd and
- * every file opened through it are closed.  0, or -errno with *err set
+ * by the kernel, so that watch_start() can leave them out (those through
+ * the clones of mounts below path, which it holds too, carry no ignore
+ * mark).  Call it before anything is mounted over path (SOURCE may be
+ * MOUNTPOINT).  The clone goes away when the fd and every file opened through it are
+ * closed.  0, or -errno with *err set
  * (-EPERM without CAP_SYS_ADMIN, -ENOSYS before Linux 5.2). */
 int watch_private_root(const char *path, int *fd_out, char **err);
 

@@ -1,5 +1,5 @@
 #!/bin/bash
-# t-hot-region: THE invariant test (DESIGN invariants 1, 2, 3, 6).
+# t-hot-region: THE invariant test (doc/design.md, invariants 1, 2, 3, 6).
 #
 # fio hammers two small regions of an image with verified 4K O_DIRECT writes
 # while the first pass runs: the hot region at offset 0 is what the bulk

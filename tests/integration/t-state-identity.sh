@@ -2,7 +2,10 @@
 # t-state-identity.sh - the crash-safe state is kept per file by (device,
 # inode): two images with the same inode number on different file systems
 # once shared one map, and a resume after kill -9 skipped real
-# differences.  Two fresh tmpfs below SOURCE give such a pair.
+# differences.  Two fresh tmpfs below SOURCE give such a pair.  (Images on
+# file systems mounted below SOURCE are also compared in full before the
+# job completes, since the watch over writes behind the mount covers only
+# SOURCE's own: test_persist proves the keying itself.)
 . "${TESTLIB:-$(dirname "$0")/lib.sh}"
 setup
 
