@@ -2,6 +2,7 @@
 #ifndef MIRRORFS_UTIL_H
 #define MIRRORFS_UTIL_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <time.h>
@@ -25,6 +26,11 @@ uint64_t now_ns(void);
  * wants it (CLOCK_REALTIME for a condition variable with default
  * attributes). */
 struct timespec cond_deadline(clockid_t clk, uint64_t ns);
+
+/* Initialise c with default attributes but for its timed waits, which
+ * measure CLOCK_MONOTONIC: deadlines from cond_deadline(CLOCK_MONOTONIC, ...)
+ * or now_ns() times. */
+void cond_init_monotonic(pthread_cond_t *c);
 
 /* True when path b is a or below a (both absolute and canonical). */
 bool path_is_within(const char *a, const char *b);
