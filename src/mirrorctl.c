@@ -426,48 +426,6 @@ static uint64_t deadline_after(double seconds)
 
 /* ---- status ----------------------------------------------------------- */
 
-struct image_line {
-    const char *name; /* still escaped: one screen line stays one line */
-    const char *phase;
-    uint64_t size, copied, dirty;
-};
-
-/* Split an `image: NAME phase=P size=N ...` line in place.  The name may
- * hold spaces, even " phase=", so the fields are found from the right. */
-static bool parse_image_line(char *line, struct image_line *im)
-{
-    char *p;
-
-    if (!g_str_has_prefix(line, "image: "))
-        return false;
-    p = g_strrstr(line, " phase=");
-    if (!p)
-        return false;
-    memset(im, 0, sizeof(*im));
-    *p = '\0';
-    im->name = line + strlen("image: ");
-    for (char *tok = strtok(p + 1, " "); tok; tok = strtok(NULL, " ")) {
-        char *eq = strchr(tok, '=');
-        guint64 v = 0;
-
-        if (!eq)
-            continue;
-        *eq++ = '\0';
-        if (!strcmp(tok, "phase")) {
-            im->phase = eq;
-            continue;
-        }
-        g_ascii_string_to_unsigned(eq, 10, 0, G_MAXUINT64, &v, NULL);
-        if (!strcmp(tok, "size"))
-            im->size = v;
-        else if (!strcmp(tok, "copied"))
-            im->copied = v;
-        else if (!strcmp(tok, "dirty"))
-            im->dirty = v;
-    }
-    return im->phase != NULL;
-}
-
 static unsigned percent_of(uint64_t copied, uint64_t total)
 {
     struct status_snapshot s = {.copied_bytes = copied, .total_bytes = total};
@@ -534,15 +492,16 @@ static int render_human(GHashTable *t, char *text, int cols, int max_images, GSt
 
     lines = g_strsplit(text, "\n", -1);
     for (char **l = lines; *l; l++) {
-        struct image_line im;
+        struct status_image_line im;
 
-        if (!parse_image_line(*l, &im))
+        if (!status_parse_image_line(*l, &im))
             continue;
         if (max_images >= 0 && shown >= max_images) {
             hidden++;
             continue;
         }
         shown++;
+        /* The name stays escaped: one image, one screen line. */
         g_string_printf(line, "  %-24s %-9s %3u%%  %s / %s", im.name, im.phase,
                         percent_of(im.copied, im.size), format_size_human(im.copied, a),
                         format_size_human(im.size, b));

@@ -1,4 +1,5 @@
-/* status.c - the job's status as text and JSON, and the text form parsed back. */
+/* status.c - the job's status as text and JSON, and the text form parsed back
+ * (its keys, and its image lines). */
 #include "config.h"
 
 #include "status.h"
@@ -225,7 +226,7 @@ void status_snapshot_clear(struct status_snapshot *s)
 
 /* Undo append_escaped(); an unknown escape is kept as written so a value
  * from a newer daemon is not silently mangled. */
-static char *unescape(const char *v)
+char *status_unescape(const char *v)
 {
     GString *out = g_string_sized_new(strlen(v));
 
@@ -262,9 +263,50 @@ GHashTable *status_parse_text(const char *text)
         if ((size_t)(colon - *l) == strlen("image") && g_str_has_prefix(*l, "image"))
             continue;
         val = colon[1] == ' ' ? colon + 2 : colon + 1;
-        g_hash_table_insert(table, g_strndup(*l, (size_t)(colon - *l)), unescape(val));
+        g_hash_table_insert(table, g_strndup(*l, (size_t)(colon - *l)),
+                            status_unescape(val));
     }
     if (!g_hash_table_contains(table, "phase"))
         return NULL;
     return g_steal_pointer(&table);
+}
+
+bool status_parse_image_line(char *line, struct status_image_line *im)
+{
+    char *p, *save = NULL;
+
+    if (!g_str_has_prefix(line, "image: "))
+        return false;
+    p = g_strrstr(line, " phase=");
+    /* "image: phase=..." has no name field: the formatter writes two
+     * spaces before " phase=" for an empty name. */
+    if (!p || p < line + strlen("image: "))
+        return false;
+    memset(im, 0, sizeof(*im));
+    *p = '\0';
+    im->name = line + strlen("image: ");
+    for (char *tok = strtok_r(p + 1, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+        char *eq = strchr(tok, '=');
+        guint64 v = 0;
+
+        if (!eq)
+            continue;
+        *eq++ = '\0';
+        if (!strcmp(tok, "phase")) {
+            im->phase = eq;
+            continue;
+        }
+        g_ascii_string_to_unsigned(eq, 10, 0, G_MAXUINT64, &v, NULL);
+        if (!strcmp(tok, "size"))
+            im->size = v;
+        else if (!strcmp(tok, "copied"))
+            im->copied = v;
+        else if (!strcmp(tok, "dirty"))
+            im->dirty = v;
+        else if (!strcmp(tok, "in_flight"))
+            im->in_flight = v;
+        else if (!strcmp(tok, "granularity"))
+            im->granularity = v;
+    }
+    return im->phase != NULL;
 }

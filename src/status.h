@@ -6,7 +6,7 @@
  * keys are appended, never renamed), then one `image:` line per image.  The
  * JSON form is `.mirror/status.json`, built with json-glib so any file name
  * is escaped right.  mirrorctl parses the text form back with
- * status_parse_text().
+ * status_parse_text() and status_parse_image_line().
  */
 #ifndef MIRRORFS_STATUS_H
 #define MIRRORFS_STATUS_H
@@ -73,5 +73,22 @@ void status_snapshot_clear(struct status_snapshot *s);
  * table); `image:` lines are not included.  NULL when the text has no
  * `phase:` line (not a mirrorfs status). */
 struct _GHashTable *status_parse_text(const char *text);
+
+/* One `image:` line of the text form, split. */
+struct status_image_line {
+    const char *name; /* as written, still escaped (status_unescape) */
+    const char *phase;
+    uint64_t size, copied, dirty, in_flight, granularity; /* 0 when missing */
+};
+
+/* Split an `image: NAME phase=P size=N ...` line in place: line is cut up
+ * and im's strings point into it.  The name may hold spaces, even
+ * " phase=", so the fields are found from the right; unknown fields are
+ * skipped.  false when line is not an image line. */
+bool status_parse_image_line(char *line, struct status_image_line *im);
+
+/* Undo the text form's escaping of a value or an image's name (\n, \\);
+ * g_free the result. */
+char *status_unescape(const char *v);
 
 #endif

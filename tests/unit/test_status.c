@@ -1,4 +1,5 @@
-/* test_status.c - status rendering (text, JSON), parsing, and util.c. */
+/* test_status.c - status rendering (text, JSON), parsing (keys, image lines),
+ * and util.c. */
 #include "config.h"
 
 #include <check.h>
@@ -427,6 +428,129 @@ START_TEST(test_snapshot_clear)
 }
 END_TEST
 
+/* The image lines of a text form, parsed, in order; the lines themselves
+ * are kept in *lines, which the parsed fields point into. */
+static GArray *parse_image_lines(const char *text, char ***lines)
+{
+    GArray *out = g_array_new(FALSE, FALSE, sizeof(struct status_image_line));
+
+    *lines = g_strsplit(text, "\n", -1);
+    for (char **l = *lines; *l; l++) {
+        bool is_image = g_str_has_prefix(*l, "image: ");
+        struct status_image_line im;
+
+        ck_assert_msg(status_parse_image_line(*l, &im) == is_image, "%s: \"%s\"",
+                      is_image ? "not parsed" : "parsed", *l);
+        if (is_image)
+            g_array_append_val(out, im);
+    }
+    return out;
+}
+
+START_TEST(test_image_line_roundtrip)
+{
+    /* Spaces, a forged field, escapes, quotes, UTF-8, bytes that are not
+     * UTF-8, an empty name and a trailing backslash. */
+    static const char *const names[] = {
+        "vm1/disk.img",
+        "vm 2.raw",
+        "a phase=failed size=1 copied=2 dirty=3.img",
+        "line\nbreak \\n and \\\\ \"q\" 'x'",
+        "caf\xc3\xa9/\xe6\x97\xa5\xe6\x9c\xac.img",
+        "bad\xff\xfe name",
+        "",
+        "ends in \\",
+    };
+    static const char *const phases[] = {"bulk", "ready", "draining", "completed"};
+    const size_t n = G_N_ELEMENTS(names);
+    struct status_snapshot s;
+    g_autofree char *text = NULL;
+    g_auto(GStrv) lines = NULL;
+    g_autoptr(GArray) parsed = NULL;
+
+    fill_two_images(&s);
+    for (uint64_t i = 0; i < s.n_images; i++)
+        g_free(s.image[i].name);
+    g_free(s.image);
+    s.n_images = n;
+    s.image = g_new0(struct image_status, n);
+    for (size_t i = 0; i < n; i++)
+        s.image[i] = (struct image_status){
+            .name = g_strdup(names[i]),
+            .phase = phases[i % G_N_ELEMENTS(phases)],
+            .size = (UINT64_C(1) << 40) + i,
+            .copied = i * 4096,
+            .dirty = i == 0 ? UINT64_MAX : i,
+            .in_flight = 65536 * i,
+            .granularity = UINT64_C(1) << (12 + i),
+        };
+    text = status_format_text(&s);
+    parsed = parse_image_lines(text, &lines);
+
+    ck_assert_uint_eq(parsed->len, n);
+    for (size_t i = 0; i < n; i++) {
+        const struct status_image_line *im =
+            &g_array_index(parsed, struct status_image_line, i);
+        g_autofree char *name = status_unescape(im->name);
+
+        ck_assert_str_eq(name, names[i]);
+        /* Escaped, the name has no newline: one image, one line. */
+        ck_assert_ptr_null(strchr(im->name, '\n'));
+        ck_assert_str_eq(im->phase, s.image[i].phase);
+        ck_assert_uint_eq(im->size, s.image[i].size);
+        ck_assert_uint_eq(im->copied, s.image[i].copied);
+        ck_assert_uint_eq(im->dirty, s.image[i].dirty);
+        ck_assert_uint_eq(im->in_flight, s.image[i].in_flight);
+        ck_assert_uint_eq(im->granularity, s.image[i].granularity);
+    }
+    status_snapshot_clear(&s);
+}
+END_TEST
+
+START_TEST(test_image_line_malformed)
+{
+    static const char *const bad[] = {
+        "",
+        "phase: bulk",
+        "images: 2",
+        "image:",
+        "image: ",
+        "image: vm.img",
+        "image: vm.img size=1 copied=0 dirty=1",
+        "image:vm.img phase=bulk size=1",
+        " image: vm.img phase=bulk size=1",
+        "Image: vm.img phase=bulk size=1",
+        "image: vm.img phase:bulk size=1",
+        "image: phase=bulk size=1",
+    };
+    struct status_image_line im;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(bad); i++) {
+        g_autofree char *line = g_strdup(bad[i]);
+
+        ck_assert_msg(!status_parse_image_line(line, &im), "accepted: \"%s\"", bad[i]);
+    }
+}
+END_TEST
+
+START_TEST(test_image_line_lenient)
+{
+    /* A newer daemon's extra field is skipped, a missing one reads 0, and
+     * the last " phase=" is the field, not the name's. */
+    char line[] = "image: x phase=y phase=ready future=7 size=10 copied=4 flag";
+    struct status_image_line im;
+
+    ck_assert(status_parse_image_line(line, &im));
+    ck_assert_str_eq(im.name, "x phase=y");
+    ck_assert_str_eq(im.phase, "ready");
+    ck_assert_uint_eq(im.size, 10);
+    ck_assert_uint_eq(im.copied, 4);
+    ck_assert_uint_eq(im.dirty, 0);
+    ck_assert_uint_eq(im.in_flight, 0);
+    ck_assert_uint_eq(im.granularity, 0);
+}
+END_TEST
+
 /* ---- util.c ----------------------------------------------------------- */
 
 static const struct {
@@ -591,6 +715,9 @@ static Suite *status_suite(void)
     tcase_add_test(tc, test_parse_not_status);
     tcase_add_test(tc, test_percent);
     tcase_add_test(tc, test_snapshot_clear);
+    tcase_add_test(tc, test_image_line_roundtrip);
+    tcase_add_test(tc, test_image_line_malformed);
+    tcase_add_test(tc, test_image_line_lenient);
     suite_add_tcase(s, tc);
 
     tcase_add_loop_test(tu, test_parse_size, 0, (int)G_N_ELEMENTS(size_cases));
