@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <getopt.h>
 #include <glib.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -332,79 +333,124 @@ static bool parse_seconds(const char *s, bool allow_zero, double *out)
     return true;
 }
 
-/* Options with a value take it as "--opt=V" or "--opt V".  Returns the value
- * or NULL (and *i unchanged) when arg is not opt. */
-static const char *option_value(const char *opt, int argc, char **argv, int *i,
-                                bool *missing)
-{
-    size_t len = strlen(opt);
-    const char *arg = argv[*i];
+/* Every option, and the OPT_ bit of the commands that take it. */
+enum { OPTV_INTERVAL = 256, OPTV_TIMEOUT, OPTV_READY, OPTV_DONE };
 
-    *missing = false;
-    if (strncmp(arg, opt, len) != 0)
-        return NULL;
-    if (arg[len] == '=')
-        return arg + len + 1;
-    if (arg[len] != '\0')
-        return NULL;
-    if (*i + 1 >= argc) {
-        *missing = true;
-        return NULL;
-    }
-    return argv[++*i];
+static const struct {
+    unsigned allowed;
+    struct option opt;
+} cmd_options[] = {
+    {OPT_WATCH, {"watch", no_argument, NULL, 'w'}},
+    {OPT_INTERVAL, {"interval", required_argument, NULL, OPTV_INTERVAL}},
+    {OPT_TIMEOUT, {"timeout", required_argument, NULL, OPTV_TIMEOUT}},
+    {OPT_WAIT_FOR, {"ready", no_argument, NULL, OPTV_READY}},
+    {OPT_WAIT_FOR, {"done", no_argument, NULL, OPTV_DONE}},
+};
+
+/* getopt_long also takes a long option's unique abbreviation ("--int") and
+ * short options bundled ("-ww"); here an option is one argument spelt out
+ * in full: "-w", "--opt", or "--opt=V" for an option with a value. */
+static bool spelt_out(const char *arg, const struct option *o)
+{
+    size_t len;
+
+    if (!o)
+        return strcmp(arg, "-w") == 0;
+    len = strlen(o->name);
+    return g_str_has_prefix(arg, "--") && strncmp(arg + 2, o->name, len) == 0 &&
+           (arg[2 + len] == '\0' || (o->has_arg != no_argument && arg[2 + len] == '='));
 }
 
-/* Parse the arguments after the command word.  Options may come before or
- * after the operands; "--" ends them.  false after a message on stderr. */
+static bool add_operand(const char *cmd, const char *arg, int npos_wanted,
+                        struct cmd_args *a)
+{
+    if (a->npos >= npos_wanted) {
+        usage_error("%s: unexpected argument '%s'", cmd, arg);
+        return false;
+    }
+    a->pos[a->npos++] = arg;
+    return true;
+}
+
+/* Parse a command's arguments, argv[0] being the command word.  Options may
+ * come before or after the operands, "--" ends them; a value follows its
+ * option as "--opt=V" or "--opt V".  The arguments are taken in order (the
+ * "-" that starts the short options: operands are returned as they come,
+ * argv is not permuted), so the first mistake is the one reported.  false
+ * after a message on stderr.  Once per run: getopt's state is not reset. */
 static bool parse_cmd_args(const char *cmd, int argc, char **argv, unsigned allowed,
                            int npos_wanted, struct cmd_args *a)
 {
-    bool options_done = false;
+    struct option longopts[G_N_ELEMENTS(cmd_options) + 1];
+    size_t n = 0;
 
     memset(a, 0, sizeof(*a));
     a->interval = 1.0;
     a->timeout = -1.0;
-    for (int i = 0; i < argc; i++) {
-        const char *arg = argv[i];
-        const char *v;
-        bool missing;
+    for (size_t i = 0; i < G_N_ELEMENTS(cmd_options); i++)
+        if (allowed & cmd_options[i].allowed)
+            longopts[n++] = cmd_options[i].opt;
+    longopts[n] = (struct option){0};
 
-        if (options_done || arg[0] != '-' || arg[1] == '\0') {
-            if (a->npos >= npos_wanted) {
-                usage_error("%s: unexpected argument '%s'", cmd, arg);
+    opterr = 0; /* our messages, not getopt's */
+    for (;;) {
+        /* The argument getopt_long is about to look at: optind moves past
+         * an argument only once it is done with it (a bundle of short
+         * options takes a call per letter). */
+        const char *arg = argv[optind < argc ? optind : argc - 1];
+        int idx = -1;
+        int c =
+            getopt_long(argc, argv, (allowed & OPT_WATCH) ? "-:w" : "-:", longopts, &idx);
+
+        if (c == -1)
+            break;
+        if (c == 1) {
+            /* An operand ("-" is one too). */
+            if (!add_operand(cmd, optarg, npos_wanted, a))
                 return false;
-            }
-            a->pos[a->npos++] = arg;
             continue;
         }
-        if (strcmp(arg, "--") == 0) {
-            options_done = true;
-        } else if ((allowed & OPT_WATCH) &&
-                   (!strcmp(arg, "-w") || !strcmp(arg, "--watch"))) {
-            a->watch = true;
-        } else if ((allowed & OPT_WAIT_FOR) && !strcmp(arg, "--ready")) {
-            a->wait_for = WAIT_READY;
-        } else if ((allowed & OPT_WAIT_FOR) && !strcmp(arg, "--done")) {
-            a->wait_for = WAIT_DONE;
-        } else if ((allowed & OPT_INTERVAL) &&
-                   ((v = option_value("--interval", argc, argv, &i, &missing)) ||
-                    missing)) {
-            if (missing || !parse_seconds(v, false, &a->interval)) {
-                usage_error("%s: --interval needs a number of seconds > 0", cmd);
-                return false;
-            }
-        } else if ((allowed & OPT_TIMEOUT) &&
-                   ((v = option_value("--timeout", argc, argv, &i, &missing)) ||
-                    missing)) {
-            if (missing || !parse_seconds(v, true, &a->timeout)) {
-                usage_error("%s: --timeout needs a number of seconds >= 0", cmd);
-                return false;
-            }
-        } else {
+        if (c == ':') {
+            /* An option that lacks its value: getopt_long says which in
+             * optopt, and only there. */
+            c = optopt;
+            for (size_t i = 0; i < n; i++)
+                if (longopts[i].val == c)
+                    idx = (int)i;
+        }
+        if (c == '?' || !spelt_out(arg, idx >= 0 ? &longopts[idx] : NULL)) {
             usage_error("%s: unknown option '%s'", cmd, arg);
             return false;
         }
+        switch (c) {
+        case 'w':
+            a->watch = true;
+            break;
+        case OPTV_READY:
+            a->wait_for = WAIT_READY;
+            break;
+        case OPTV_DONE:
+            a->wait_for = WAIT_DONE;
+            break;
+        case OPTV_INTERVAL:
+            /* No optarg: the option was the last argument. */
+            if (!optarg || !parse_seconds(optarg, false, &a->interval)) {
+                usage_error("%s: --interval needs a number of seconds > 0", cmd);
+                return false;
+            }
+            break;
+        case OPTV_TIMEOUT:
+            if (!optarg || !parse_seconds(optarg, true, &a->timeout)) {
+                usage_error("%s: --timeout needs a number of seconds >= 0", cmd);
+                return false;
+            }
+            break;
+        }
     }
+    /* After "--": operands only. */
+    for (int i = optind; i < argc; i++)
+        if (!add_operand(cmd, argv[i], npos_wanted, a))
+            return false;
     if (a->npos != npos_wanted) {
         usage_error("%s: %s", cmd,
                     a->npos == 0 ? "missing MOUNTPOINT" : "missing argument");
@@ -924,8 +970,9 @@ int main(int argc, char **argv)
         printf("mirrorctl (mirrorfs) %s\n", PACKAGE_VERSION);
         return EXIT_OK;
     }
-    argc -= 2;
-    argv += 2;
+    /* The command word is the commands' argv[0]. */
+    argc -= 1;
+    argv += 1;
     if (!strcmp(cmd, "status"))
         return cmd_status(argc, argv);
     if (!strcmp(cmd, "wait"))
