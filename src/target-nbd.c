@@ -124,6 +124,8 @@ static struct nbd_image *nbd_image(struct target_image *ti)
     return (struct nbd_image *)ti;
 }
 
+/* A now_ns() time as pthread_cond_timedwait() wants it for a condition
+ * variable on CLOCK_MONOTONIC (cond_init_monotonic). */
 static struct timespec abs_monotonic(uint64_t ns)
 {
     return (struct timespec){.tv_sec = (time_t)(ns / SEC), .tv_nsec = (long)(ns % SEC)};
