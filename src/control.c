@@ -4,6 +4,7 @@
 #include "control.h"
 #include "linelog.h"
 #include "mirror.h"
+#include "mount.h"
 #include "status.h"
 #include "util.h"
 
@@ -74,7 +75,7 @@ struct ctl_handle {
     bool nonblock;
 };
 
-void ctl_open(fuse_req_t req, struct mirror_job *job, enum ctl_node node,
+void ctl_open(fuse_req_t req, struct mount *m, enum ctl_node node,
               struct fuse_file_info *fi)
 {
     int acc = fi->flags & O_ACCMODE;
@@ -104,17 +105,17 @@ void ctl_open(fuse_req_t req, struct mirror_job *job, enum ctl_node node,
         h->nonblock = fi->flags & O_NONBLOCK;
         if (node == CTL_EVENTS) {
             /* From the oldest kept event: a late reader sees what happened. */
-            h->log = job->events;
-            h->cursor = linelog_oldest(job->events);
+            h->log = m->logs.events;
+            h->cursor = linelog_oldest(m->logs.events);
         } else {
             /* Writes are traced only while somebody reads, from now on. */
-            h->log = job->trace;
-            h->cursor = linelog_next(job->trace);
-            g_atomic_int_inc(&job->trace_readers);
+            h->log = m->logs.trace;
+            h->cursor = linelog_next(m->logs.trace);
+            g_atomic_int_inc(&m->logs.trace_readers);
         }
     } else if (node != CTL_CTL) {
         struct status_snapshot s;
-        mirror_snapshot(job, &s);
+        mount_snapshot(m, &s);
         h->text = node == CTL_STATUS ? status_format_text(&s) : status_format_json(&s);
         h->len = strlen(h->text);
         status_snapshot_clear(&s);
@@ -157,7 +158,7 @@ struct ctl_readers {
     GQueue waiting;       /* struct ctl_waiter, oldest first */
     bool poke;            /* a line came or a read was interrupted */
     bool stopping;
-    struct mirror_job *job;
+    struct mirror_logs *logs;
     GThread *thread;
 };
 
@@ -244,16 +245,16 @@ static gpointer readers_main(gpointer data)
     return NULL;
 }
 
-struct ctl_readers *ctl_readers_new(struct mirror_job *job)
+struct ctl_readers *ctl_readers_new(struct mirror_logs *logs)
 {
     struct ctl_readers *r = g_new0(struct ctl_readers, 1);
 
     pthread_mutex_init(&r->lock, NULL);
     pthread_cond_init(&r->cond, NULL);
     g_queue_init(&r->waiting);
-    r->job = job;
-    linelog_set_notify(job->events, readers_poke, r);
-    linelog_set_notify(job->trace, readers_poke, r);
+    r->logs = logs;
+    linelog_set_notify(logs->events, readers_poke, r);
+    linelog_set_notify(logs->trace, readers_poke, r);
     r->thread = g_thread_new("ctl-readers", readers_main, r);
     return r;
 }
@@ -275,8 +276,8 @@ void ctl_readers_free(struct ctl_readers *r)
     if (!r)
         return;
     ctl_readers_stop(r);
-    linelog_set_notify(r->job->events, NULL, NULL);
-    linelog_set_notify(r->job->trace, NULL, NULL);
+    linelog_set_notify(r->logs->events, NULL, NULL);
+    linelog_set_notify(r->logs->trace, NULL, NULL);
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->lock);
     g_free(r);
@@ -318,7 +319,7 @@ void ctl_read(fuse_req_t req, struct ctl_readers *readers, size_t size, off_t of
     answer(w, buf, n, h->nonblock && !stopping ? EAGAIN : EINTR);
 }
 
-void ctl_write(fuse_req_t req, struct mirror_job *job, const char *buf, size_t size,
+void ctl_write(fuse_req_t req, struct mount *m, const char *buf, size_t size,
                struct fuse_file_info *fi)
 {
     struct ctl_handle *h = (struct ctl_handle *)(uintptr_t)fi->fh;
@@ -334,7 +335,7 @@ void ctl_write(fuse_req_t req, struct mirror_job *job, const char *buf, size_t s
     g_auto(GStrv) lines = g_strsplit(text, "\n", -1);
     for (char **l = lines; *l; l++) {
         g_autofree char *err = NULL;
-        if (mirror_control(job, *l, &err) < 0) {
+        if (mount_control(m, *l, &err) < 0) {
             fuse_reply_err(req, EINVAL);
             return;
         }
@@ -342,12 +343,12 @@ void ctl_write(fuse_req_t req, struct mirror_job *job, const char *buf, size_t s
     fuse_reply_write(req, size);
 }
 
-void ctl_release(fuse_req_t req, struct mirror_job *job, struct fuse_file_info *fi)
+void ctl_release(fuse_req_t req, struct mount *m, struct fuse_file_info *fi)
 {
     struct ctl_handle *h = (struct ctl_handle *)(uintptr_t)fi->fh;
 
     if (h->node == CTL_TRACE)
-        g_atomic_int_add(&job->trace_readers, -1);
+        g_atomic_int_add(&m->logs.trace_readers, -1);
     handle_put(h);
     fuse_reply_err(req, 0);
 }

@@ -14,7 +14,8 @@
 #include <fuse_lowlevel.h>
 #include <stdbool.h>
 
-struct mirror_job;
+struct mirror_logs;
+struct mount;
 
 #define CTL_DIR_NAME ".mirror"
 
@@ -35,7 +36,7 @@ enum ctl_node {
  * blocks in them, so a few workers serve the mount whatever the number of
  * readers that follow the logs. */
 struct ctl_readers;
-struct ctl_readers *ctl_readers_new(struct mirror_job *job);
+struct ctl_readers *ctl_readers_new(struct mirror_logs *logs);
 /* Answer every queued read with EINTR and end the thread; later reads that
  * would wait get EINTR at once.  Call before the session is destroyed. */
 void ctl_readers_stop(struct ctl_readers *r);
@@ -47,15 +48,15 @@ const char *ctl_name(enum ctl_node node);
 /* Attributes of a node (ino is the FUSE node id to report). */
 void ctl_getattr(enum ctl_node node, fuse_ino_t ino, struct stat *st);
 /* FUSE operations on a node; each replies exactly once. */
-void ctl_open(fuse_req_t req, struct mirror_job *job, enum ctl_node node,
+void ctl_open(fuse_req_t req, struct mount *m, enum ctl_node node,
               struct fuse_file_info *fi);
 /* events and trace: a read returns whole lines and waits for the next one
  * when there is none (EAGAIN at once with O_NONBLOCK); the wait is queued
  * on readers, and the reply comes from its thread. */
 void ctl_read(fuse_req_t req, struct ctl_readers *readers, size_t size, off_t off,
               struct fuse_file_info *fi);
-void ctl_write(fuse_req_t req, struct mirror_job *job, const char *buf, size_t size,
+void ctl_write(fuse_req_t req, struct mount *m, const char *buf, size_t size,
                struct fuse_file_info *fi);
-void ctl_release(fuse_req_t req, struct mirror_job *job, struct fuse_file_info *fi);
+void ctl_release(fuse_req_t req, struct mount *m, struct fuse_file_info *fi);
 
 #endif

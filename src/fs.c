@@ -15,7 +15,10 @@
 #include "control.h"
 #include "image.h"
 #include "mirror.h"
+#include "mount.h"
 #include "ns.h"
+#include "tree.h"
+#include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -57,7 +60,24 @@ struct fs_inode {
 };
 
 struct fs {
+    struct mount *m;
+    /* The job, NULL when the mount has none: changed only with every guest
+     * request held (fs_hold()), so a request reads it freely. */
     struct mirror_job *job;
+    /* Serialises namespace changes, so that the source operation and its
+     * twin on the target happen as one. */
+    pthread_mutex_t ns_lock;
+    /* The gate every guest request passes (not those of .mirror): a count
+     * of requests in flight and a flag that holds new ones (fs_hold()). */
+    int inflight;             /* atomic */
+    int held;                 /* atomic */
+    pthread_mutex_t gate_lock;
+    pthread_cond_t gate_open; /* held went back to 0 */
+    pthread_cond_t gate_idle; /* inflight reached 0 while held */
+    /* Open files and directories, for a pivot: fd -> struct open_file;
+     * struct dir_handle * (a set).  fs->lock. */
+    GHashTable *files;
+    GHashTable *dirs;
     struct ctl_readers *readers; /* waiting reads of events and trace */
     GThreadPool *slow;           /* operations that may block: struct slow_op */
     int stopping;                /* atomic: fs_stop() was called */
@@ -104,6 +124,77 @@ static bool is_root(struct fs *fs, struct fs_inode *i)
 static char *child_path(struct fs_inode *parent, const char *name)
 {
     return parent->path[0] ? g_strconcat(parent->path, "/", name, NULL) : g_strdup(name);
+}
+
+/* ---- the gate ------------------------------------------------------------ */
+
+/* A guest request enters before it touches anything and leaves when it is
+ * answered (a request handed to the pool stays in until the pool answers
+ * it).  fs_hold() sets held and waits for the count to reach 0; a request
+ * that finds held set leaves again and waits for it to clear.  Sequentially
+ * consistent atomics: either the request sees held, or the holder sees the
+ * request counted. */
+static void gate_leave(struct fs *fs)
+{
+    if (__atomic_sub_fetch(&fs->inflight, 1, __ATOMIC_SEQ_CST) == 0 &&
+        __atomic_load_n(&fs->held, __ATOMIC_SEQ_CST)) {
+        pthread_mutex_lock(&fs->gate_lock);
+        pthread_cond_broadcast(&fs->gate_idle);
+        pthread_mutex_unlock(&fs->gate_lock);
+    }
+}
+
+static void gate_enter(struct fs *fs)
+{
+    for (;;) {
+        __atomic_add_fetch(&fs->inflight, 1, __ATOMIC_SEQ_CST);
+        if (!__atomic_load_n(&fs->held, __ATOMIC_SEQ_CST))
+            return;
+        gate_leave(fs);
+        pthread_mutex_lock(&fs->gate_lock);
+        while (__atomic_load_n(&fs->held, __ATOMIC_SEQ_CST))
+            pthread_cond_wait(&fs->gate_open, &fs->gate_lock);
+        pthread_mutex_unlock(&fs->gate_lock);
+    }
+}
+
+/* One more count for a request that is inside already and hands its
+ * answer to another thread (which calls gate_leave()). */
+static void gate_enter_nested(struct fs *fs)
+{
+    __atomic_add_fetch(&fs->inflight, 1, __ATOMIC_SEQ_CST);
+}
+
+int fs_hold(struct fs *fs, uint64_t timeout_ns)
+{
+    struct timespec deadline = cond_deadline(CLOCK_REALTIME, timeout_ns);
+    int rc = 0;
+
+    pthread_mutex_lock(&fs->gate_lock);
+    __atomic_store_n(&fs->held, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&fs->inflight, __ATOMIC_SEQ_CST) > 0 && rc == 0)
+        rc = pthread_cond_timedwait(&fs->gate_idle, &fs->gate_lock, &deadline);
+    if (__atomic_load_n(&fs->inflight, __ATOMIC_SEQ_CST) > 0) {
+        __atomic_store_n(&fs->held, 0, __ATOMIC_SEQ_CST);
+        pthread_cond_broadcast(&fs->gate_open);
+        pthread_mutex_unlock(&fs->gate_lock);
+        return -ETIMEDOUT;
+    }
+    pthread_mutex_unlock(&fs->gate_lock);
+    return 0;
+}
+
+void fs_unhold(struct fs *fs)
+{
+    pthread_mutex_lock(&fs->gate_lock);
+    __atomic_store_n(&fs->held, 0, __ATOMIC_SEQ_CST);
+    pthread_cond_broadcast(&fs->gate_open);
+    pthread_mutex_unlock(&fs->gate_lock);
+}
+
+static struct ns *job_ns(struct fs *fs)
+{
+    return fs->job ? fs->job->ns : NULL;
 }
 
 static char *proc_path(int fd)
@@ -184,14 +275,21 @@ static void slow_main(gpointer data, gpointer user_data);
 /* Most threads the slow operations can occupy at once. */
 #define SLOW_THREADS_MAX 64
 
-struct fs *fs_new(struct mirror_job *job, int root_fd)
+struct fs *fs_new(struct mount *m, int root_fd)
 {
     struct fs *fs = g_new0(struct fs, 1);
     struct stat st;
 
-    fs->job = job;
+    fs->m = m;
+    fs->job = m->job;
     caller_init();
     pthread_mutex_init(&fs->lock, NULL);
+    pthread_mutex_init(&fs->ns_lock, NULL);
+    pthread_mutex_init(&fs->gate_lock, NULL);
+    pthread_cond_init(&fs->gate_open, NULL);
+    pthread_cond_init(&fs->gate_idle, NULL);
+    fs->files = g_hash_table_new_full(g_direct_hash, g_direct_equal, NULL, g_free);
+    fs->dirs = g_hash_table_new(g_direct_hash, g_direct_equal);
     fs->inodes = g_hash_table_new(inode_hash, inode_equal);
     fs->root.fd = root_fd;
     fs->root.is_dir = true;
@@ -220,7 +318,7 @@ static void inode_free(struct fs_inode *i)
 
 void fs_start(struct fs *fs)
 {
-    fs->readers = ctl_readers_new(fs->job);
+    fs->readers = ctl_readers_new(&fs->m->logs);
     fs->slow = g_thread_pool_new(slow_main, fs, SLOW_THREADS_MAX, FALSE, NULL);
     if (!fs->slow)
         g_error("cannot create the thread pool");
@@ -251,9 +349,15 @@ void fs_free(struct fs *fs)
     while (g_hash_table_iter_next(&it, &key, NULL))
         inode_free(key);
     g_hash_table_destroy(fs->inodes);
+    g_hash_table_destroy(fs->files);
+    g_hash_table_destroy(fs->dirs);
     close(fs->root.fd);
     g_free(fs->root.path);
     pthread_mutex_destroy(&fs->lock);
+    pthread_mutex_destroy(&fs->ns_lock);
+    pthread_mutex_destroy(&fs->gate_lock);
+    pthread_cond_destroy(&fs->gate_open);
+    pthread_cond_destroy(&fs->gate_idle);
     g_free(fs);
 }
 
@@ -295,7 +399,7 @@ static int do_lookup(struct fs *fs, struct fs_inode *parent, const char *name,
         return -saved;
     }
     if (!ns_locked)
-        pthread_mutex_lock(&fs->job->ns_lock);
+        pthread_mutex_lock(&fs->ns_lock);
     key.dev = st.st_dev;
     key.ino = st.st_ino;
     pthread_mutex_lock(&fs->lock);
@@ -318,7 +422,7 @@ static int do_lookup(struct fs *fs, struct fs_inode *parent, const char *name,
         g_free(inode->path);
         inode->path = child_path(parent, name);
     }
-    bool need_image = S_ISREG(st.st_mode) && !inode->img;
+    bool need_image = S_ISREG(st.st_mode) && !inode->img && fs->job;
     pthread_mutex_unlock(&fs->lock);
 
     if (need_image) {
@@ -336,7 +440,7 @@ static int do_lookup(struct fs *fs, struct fs_inode *parent, const char *name,
         image_unref(img);
     }
     if (!ns_locked)
-        pthread_mutex_unlock(&fs->job->ns_lock);
+        pthread_mutex_unlock(&fs->ns_lock);
 
     e->ino = node_id(fs, inode);
     e->attr = st;
@@ -521,9 +625,9 @@ static void fs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int va
     if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_SIZE |
                  FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
         /* Even after a failure: a step before it may have changed something. */
-        pthread_mutex_lock(&fs->job->ns_lock);
+        pthread_mutex_lock(&fs->ns_lock);
         mirror_path(fs, i->path, 0);
-        pthread_mutex_unlock(&fs->job->ns_lock);
+        pthread_mutex_unlock(&fs->ns_lock);
     }
     if (rc < 0) {
         fuse_reply_err(req, -rc);
@@ -575,8 +679,8 @@ static bool reserved(struct fs *fs, struct fs_inode *parent, const char *name)
  * Nothing to do for an NBD target, which keeps image data only. */
 static void mirror_path(struct fs *fs, const char *path, unsigned flags)
 {
-    if (fs->job->ns && path)
-        ns_sync(fs->job->ns, path, flags);
+    if (job_ns(fs) && path)
+        ns_sync(job_ns(fs), path, flags);
 }
 
 /* The inode known by (dev, ino), if the kernel holds it.  fs->lock. */
@@ -614,7 +718,7 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
         fuse_reply_err(req, EEXIST);
         return;
     }
-    pthread_mutex_lock(&fs->job->ns_lock);
+    pthread_mutex_lock(&fs->ns_lock);
     caller_begin(req, &c);
     if (kind == NODE_DIR)
         rc = mkdirat(p->fd, name, mode);
@@ -627,12 +731,12 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name,
     if (rc == 0) {
         g_autofree char *path = child_path(p, name);
         rc = do_lookup(fs, p, name, &e, true);
-        if (kind == NODE_SYMLINK && fs->job->ns)
-            ns_sync_symlink(fs->job->ns, path, link);
+        if (kind == NODE_SYMLINK && job_ns(fs))
+            ns_sync_symlink(job_ns(fs), path, link);
         else
             mirror_path(fs, path, 0);
     }
-    pthread_mutex_unlock(&fs->job->ns_lock);
+    pthread_mutex_unlock(&fs->ns_lock);
     if (rc < 0)
         fuse_reply_err(req, -rc);
     else
@@ -667,7 +771,7 @@ static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
         fuse_reply_err(req, EPERM);
         return;
     }
-    pthread_mutex_lock(&fs->job->ns_lock);
+    pthread_mutex_lock(&fs->ns_lock);
     g_autofree char *existing = g_strdup(i->path);
     g_autofree char *proc = proc_path(i->fd);
     caller_begin(req, &c);
@@ -678,10 +782,10 @@ static void fs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const 
     if (rc == 0) {
         g_autofree char *path = child_path(np, newname);
         rc = do_lookup(fs, np, newname, &e, true);
-        if (fs->job->ns)
-            existing ? ns_link(fs->job->ns, existing, path) : ns_sync(fs->job->ns, path, 0);
+        if (job_ns(fs))
+            existing ? ns_link(job_ns(fs), existing, path) : ns_sync(job_ns(fs), path, 0);
     }
-    pthread_mutex_unlock(&fs->job->ns_lock);
+    pthread_mutex_unlock(&fs->ns_lock);
     if (rc < 0)
         fuse_reply_err(req, -rc);
     else
@@ -700,7 +804,7 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_err(req, EPERM);
         return;
     }
-    pthread_mutex_lock(&fs->job->ns_lock);
+    pthread_mutex_lock(&fs->ns_lock);
     rc = fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
     if (rc == 0) {
         caller_begin(req, &c);
@@ -710,7 +814,8 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
     if (rc == 0) {
         g_autofree char *path = child_path(p, name);
         struct image *img =
-            S_ISREG(st.st_mode) ? mirror_find_image(fs->job, st.st_dev, st.st_ino) : NULL;
+            S_ISREG(st.st_mode) && fs->job ? mirror_find_image(fs->job, st.st_dev, st.st_ino)
+                                           : NULL;
         /* Last name gone: a guest that still has it open writes into a
          * file nobody can reach; stop mirroring it. */
         if (img && st.st_nlink <= 1)
@@ -719,7 +824,7 @@ static void fs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
         forget_path(fs, &st, path);
         mirror_path(fs, path, 0);
     }
-    pthread_mutex_unlock(&fs->job->ns_lock);
+    pthread_mutex_unlock(&fs->ns_lock);
     fuse_reply_err(req, -rc);
 }
 
@@ -735,7 +840,7 @@ static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_err(req, EBUSY);
         return;
     }
-    pthread_mutex_lock(&fs->job->ns_lock);
+    pthread_mutex_lock(&fs->ns_lock);
     rc = fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
     if (rc == 0) {
         caller_begin(req, &c);
@@ -747,7 +852,7 @@ static void fs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
         forget_path(fs, &st, path);
         mirror_path(fs, path, 0);
     }
-    pthread_mutex_unlock(&fs->job->ns_lock);
+    pthread_mutex_unlock(&fs->ns_lock);
     fuse_reply_err(req, -rc);
 }
 
@@ -805,12 +910,12 @@ static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
         return;
     }
     bool exchange = flags & RENAME_EXCHANGE;
-    pthread_mutex_lock(&fs->job->ns_lock);
+    pthread_mutex_lock(&fs->ns_lock);
     rc = fstatat(p->fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
     if (rc == 0 && !exchange && fstatat(np->fd, newname, &vst, AT_SYMLINK_NOFOLLOW) == 0 &&
         !(vst.st_dev == st.st_dev && vst.st_ino == st.st_ino)) {
         replaced = true;
-        if (S_ISREG(vst.st_mode) && vst.st_nlink <= 1)
+        if (S_ISREG(vst.st_mode) && vst.st_nlink <= 1 && fs->job)
             victim = mirror_find_image(fs->job, vst.st_dev, vst.st_ino);
     }
     if (rc == 0) {
@@ -825,26 +930,26 @@ static void fs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
         /* The replaced file's last name is gone: it is no longer mirrored. */
         if (victim)
             mirror_drop_image(fs->job, victim);
-        if (exchange)
+        if (fs->job && exchange)
             mirror_exchange_paths(fs->job, from, to);
-        else
+        else if (fs->job)
             mirror_rename_paths(fs->job, from, to);
         rename_inode_paths(fs, from, to, replaced ? &vst : NULL, exchange);
-        if (fs->job->ns) {
+        if (job_ns(fs)) {
             /* The same rename on the target moves whatever is below in one
              * step; then both names are checked against the source.  When
              * the target refuses, both are made again from the source. */
-            int trc = ns_rename(fs->job->ns, from, to, flags);
+            int trc = ns_rename(job_ns(fs), from, to, flags);
             if (trc < 0)
                 mirror_event(fs->job, "repair", "%s: the rename failed on the target (%s); "
                              "made again from the source", from, g_strerror(-trc));
             unsigned how = trc < 0 ? NS_DEEP : 0;
-            ns_sync(fs->job->ns, to, how);
-            ns_sync(fs->job->ns, from, how);
+            ns_sync(job_ns(fs), to, how);
+            ns_sync(job_ns(fs), from, how);
         }
     }
     image_unref(victim);
-    pthread_mutex_unlock(&fs->job->ns_lock);
+    pthread_mutex_unlock(&fs->ns_lock);
     fuse_reply_err(req, -rc);
 }
 
@@ -862,7 +967,43 @@ struct dir_entry {
 struct dir_handle {
     GArray *entries; /* struct dir_entry */
     int fd;
+    struct fs_inode *inode;
 };
+
+/* An open regular file (or other non-directory): what a pivot needs to
+ * open its twin on the target. */
+struct open_file {
+    struct fs_inode *inode;
+    int flags; /* the guest's open flags */
+    int flock; /* LOCK_SH, LOCK_EX or 0: held through this file */
+};
+
+static void track_file(struct fs *fs, int fd, struct fs_inode *i, int flags)
+{
+    struct open_file *of = g_new0(struct open_file, 1);
+
+    of->inode = i;
+    of->flags = flags;
+    pthread_mutex_lock(&fs->lock);
+    g_hash_table_insert(fs->files, GINT_TO_POINTER(fd), of);
+    pthread_mutex_unlock(&fs->lock);
+}
+
+static void untrack_file(struct fs *fs, int fd)
+{
+    pthread_mutex_lock(&fs->lock);
+    g_hash_table_remove(fs->files, GINT_TO_POINTER(fd));
+    pthread_mutex_unlock(&fs->lock);
+}
+
+static void note_flock(struct fs *fs, int fd, int op)
+{
+    pthread_mutex_lock(&fs->lock);
+    struct open_file *of = g_hash_table_lookup(fs->files, GINT_TO_POINTER(fd));
+    if (of)
+        of->flock = op & (LOCK_SH | LOCK_EX);
+    pthread_mutex_unlock(&fs->lock);
+}
 
 static void dir_entry_clear(gpointer p)
 {
@@ -905,6 +1046,10 @@ static void fs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
         }
         closedir(dp);
         d->fd = fd; /* kept for fsyncdir */
+        d->inode = i;
+        pthread_mutex_lock(&fs->lock);
+        g_hash_table_add(fs->dirs, d);
+        pthread_mutex_unlock(&fs->lock);
         if (is_root(fs, i)) {
             de = (struct dir_entry){g_strdup(CTL_DIR_NAME), (ino_t)node_id(fs, &fs->ctl[CTL_DIR]),
                                     DT_DIR};
@@ -936,7 +1081,11 @@ static void fs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void fs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
     struct dir_handle *d = (struct dir_handle *)(uintptr_t)fi->fh;
+    struct fs *fs = fs_of(req);
 
+    pthread_mutex_lock(&fs->lock);
+    g_hash_table_remove(fs->dirs, d);
+    pthread_mutex_unlock(&fs->lock);
     if (d->fd >= 0)
         close(d->fd);
     g_array_free(d->entries, TRUE);
@@ -979,6 +1128,7 @@ static struct slow_op *slow_op_new(enum slow_kind kind, fuse_req_t req, int fd, 
 static void slow_submit(struct fs *fs, enum slow_kind kind, fuse_req_t req, int fd, int arg,
                         struct image *img)
 {
+    gate_enter_nested(fs);
     g_thread_pool_push(fs->slow, slow_op_new(kind, req, fd, arg, img), NULL);
 }
 
@@ -1001,7 +1151,12 @@ static int slow_flock(struct fs *fs, fuse_req_t req, int fd, int op)
             return errno;
         if (fuse_req_interrupted(req) || g_atomic_int_get(&fs->stopping))
             return EINTR;
+        /* Out of the gate while it waits for another process: a pivot
+         * does not wait for it, and its next try takes the file's new
+         * descriptor (the same number). */
+        gate_leave(fs);
         g_usleep(delay);
+        gate_enter(fs);
         delay = MIN(delay * 2, FLOCK_RETRY_MAX_US);
     }
 }
@@ -1026,6 +1181,8 @@ static void slow_main(gpointer data, gpointer user_data)
         break;
     case SLOW_FLOCK:
         rc = slow_flock(fs, op->req, op->fd, op->arg);
+        if (rc == 0)
+            note_flock(fs, op->fd, op->arg);
         break;
     case SLOW_WRITE:
         write_blocking_run(op->req, fs, op->img, op->fd, op->data, op->size, op->off);
@@ -1037,6 +1194,7 @@ static void slow_main(gpointer data, gpointer user_data)
         image_unref(op->img);
     g_free(op->data);
     g_free(op);
+    gate_leave(fs);
 }
 
 static void fs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
@@ -1103,7 +1261,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     int fd;
 
     if (i->ctl != CTL_NONE) {
-        ctl_open(req, fs->job, i->ctl, fi);
+        ctl_open(req, fs->m, i->ctl, fi);
         return;
     }
     proc = proc_path(i->fd);
@@ -1122,6 +1280,7 @@ static void fs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
         fuse_reply_err(req, saved);
         return;
     }
+    track_file(fs, fd, i, fi->flags);
     fi->fh = (uint64_t)fd;
     reply_open(req, fi, fi->flags);
 }
@@ -1139,7 +1298,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         return;
     }
     struct caller c;
-    pthread_mutex_lock(&fs->job->ns_lock);
+    pthread_mutex_lock(&fs->ns_lock);
     caller_begin(req, &c);
     fd = openat(p->fd, name, backing_flags(fi->flags) | (fi->flags & O_EXCL) | O_CREAT | O_NOFOLLOW,
                 mode);
@@ -1151,7 +1310,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         g_autofree char *path = child_path(p, name);
         mirror_path(fs, path, 0);
     }
-    pthread_mutex_unlock(&fs->job->ns_lock);
+    pthread_mutex_unlock(&fs->ns_lock);
     if (rc < 0) {
         if (fd >= 0)
             close(fd);
@@ -1160,6 +1319,7 @@ static void fs_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     }
     if (fi->flags & O_TRUNC)
         after_truncating_open(fs, get_inode(req, e.ino), fd);
+    track_file(fs, fd, get_inode(req, e.ino), fi->flags & ~(O_CREAT | O_EXCL | O_TRUNC));
     fi->fh = (uint64_t)fd;
     fuse_reply_create(req, &e, fi);
 }
@@ -1217,6 +1377,7 @@ static void write_blocking(fuse_req_t req, struct fs *fs, struct image *img,
     op->data = data;
     op->size = (size_t)res;
     op->off = off;
+    gate_enter_nested(fs);
     g_thread_pool_push(fs->slow, op, NULL);
 }
 
@@ -1237,7 +1398,7 @@ static void fs_write_buf(fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_
         if (res < 0)
             fuse_reply_err(req, (int)-res);
         else
-            ctl_write(req, fs->job, tmp, (size_t)res, fi);
+            ctl_write(req, fs->m, tmp, (size_t)res, fi);
         return;
     }
     if (i->img && mirror_write_blocking(fs->job) && image_has_target(i->img)) {
@@ -1277,9 +1438,10 @@ static void fs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
     struct fs_inode *i = get_inode(req, ino);
 
     if (i->ctl != CTL_NONE) {
-        ctl_release(req, fs_of(req)->job, fi);
+        ctl_release(req, fs_of(req)->m, fi);
         return;
     }
+    untrack_file(fs_of(req), (int)fi->fh);
     close((int)fi->fh);
     fuse_reply_err(req, 0);
 }
@@ -1406,9 +1568,9 @@ static void change_xattr(fuse_req_t req, fuse_ino_t ino, const char *name, const
                  : 0;
     caller_end(&c);
     if (rc == 0) {
-        pthread_mutex_lock(&fs->job->ns_lock);
+        pthread_mutex_lock(&fs->ns_lock);
         mirror_path(fs, i->path, 0);
-        pthread_mutex_unlock(&fs->job->ns_lock);
+        pthread_mutex_unlock(&fs->ns_lock);
     }
     fuse_reply_err(req, rc);
 }
@@ -1448,6 +1610,8 @@ static void fs_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, 
 
     if (i->ctl == CTL_NONE) {
         rc = flock((int)fi->fh, op | LOCK_NB) < 0 ? errno : 0;
+        if (rc == 0)
+            note_flock(fs_of(req), (int)fi->fh, op);
         /* Only a lock that has to wait goes to the pool. */
         if (rc == EWOULDBLOCK && !(op & LOCK_NB)) {
             slow_submit(fs_of(req), SLOW_FLOCK, req, (int)fi->fh, op, NULL);
@@ -1478,40 +1642,366 @@ static void fs_init(void *userdata, struct fuse_conn_info *conn)
     conn->congestion_threshold = 48;
 }
 
+/* ---- a job's start and end, the pivot (mount.c holds the guests) -------- */
+
+void fs_set_job(struct fs *fs, struct mirror_job *job)
+{
+    GHashTableIter it;
+    gpointer key;
+    g_autoptr(GPtrArray) regular = g_ptr_array_new();
+
+    pthread_mutex_lock(&fs->lock);
+    fs->job = job;
+    g_hash_table_iter_init(&it, fs->inodes);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        struct fs_inode *i = key;
+        g_clear_pointer(&i->img, image_unref);
+        if (job && !i->is_dir)
+            g_ptr_array_add(regular, i);
+    }
+    pthread_mutex_unlock(&fs->lock);
+    /* Files the kernel knows already (open ones among them) join the job:
+     * the guests are held, so the table does not change meanwhile. */
+    for (guint k = 0; k < regular->len; k++) {
+        struct fs_inode *i = g_ptr_array_index(regular, k);
+        struct stat st;
+        if (!i->path || fstat_inode(i, &st) < 0 || !S_ISREG(st.st_mode))
+            continue;
+        pthread_mutex_lock(&fs->ns_lock);
+        struct image *img = mirror_find_image(job, st.st_dev, st.st_ino);
+        if (!img)
+            img = mirror_add_image(job, i->path, i->fd, &st);
+        pthread_mutex_unlock(&fs->ns_lock);
+        i->img = img;
+    }
+}
+
+/* The O_PATH fd of path beneath root, never through a symlink; -errno. */
+static int open_beneath(int root, const char *path)
+{
+    const char *leaf;
+    int fd;
+
+    if (!path[0])
+        return tree_open_dir(root, "", O_PATH);
+    int dir = tree_open_parent(root, path, false, &leaf);
+    if (dir < 0)
+        return dir;
+    fd = openat(dir, leaf, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    int saved = errno;
+    close(dir);
+    return fd < 0 ? -saved : fd;
+}
+
+struct switch_fd {
+    int old_fd;
+    int new_fd;
+};
+
+static void switch_fds_free(GArray *a)
+{
+    for (guint k = 0; k < a->len; k++) {
+        struct switch_fd *f = &g_array_index(a, struct switch_fd, k);
+        if (f->new_fd >= 0)
+            close(f->new_fd);
+    }
+    g_array_free(a, TRUE);
+}
+
+/* A descriptor for a node that has no twin on the new tree (its name went
+ * away while the kernel still knew it): it answers every operation with an
+ * error, and holds nothing of the old tree. */
+static int stale_fd(void)
+{
+    return open("/dev/null", O_PATH | O_CLOEXEC);
+}
+
+int fs_switch(struct fs *fs, int new_root, int (*commit)(void *), void *ctx, char **err)
+{
+    GArray *fds = g_array_new(FALSE, FALSE, sizeof(struct switch_fd));
+    g_autoptr(GHashTable) keys = g_hash_table_new(inode_hash, inode_equal);
+    g_autoptr(GPtrArray) order = g_ptr_array_new();
+    g_autofree struct fs_inode *newkey = NULL;
+    GHashTableIter it;
+    gpointer key, value;
+    struct stat st, ost;
+    int rc = 0;
+    guint n_inodes;
+
+    *err = NULL;
+    /* Everything is opened first; nothing changes unless all of it opened. */
+    int root = open_beneath(new_root, "");
+    if (root < 0 || fstat(root, &st) < 0) {
+        *err = g_strdup_printf("cannot open the new top directory: %s",
+                               g_strerror(root < 0 ? -root : errno));
+        if (root >= 0)
+            close(root);
+        g_array_free(fds, TRUE);
+        return -EIO;
+    }
+    g_array_append_val(fds, ((struct switch_fd){fs->root.fd, root}));
+    g_ptr_array_add(order, &fs->root);
+    newkey = g_new0(struct fs_inode, g_hash_table_size(fs->inodes) + 1);
+    newkey[0].dev = st.st_dev;
+    newkey[0].ino = st.st_ino;
+    g_hash_table_add(keys, &newkey[0]);
+    g_autoptr(GHashTable) index = g_hash_table_new(g_direct_hash, g_direct_equal);
+
+    pthread_mutex_lock(&fs->lock);
+    g_hash_table_iter_init(&it, fs->inodes);
+    while (g_hash_table_iter_next(&it, &key, NULL)) {
+        struct fs_inode *i = key;
+        struct fs_inode *nk = &newkey[order->len];
+        int fd = i->path ? open_beneath(new_root, i->path) : -ENOENT;
+        bool ok = fd >= 0 && fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 &&
+                  fstat_inode(i, &ost) == 0 && (st.st_mode & S_IFMT) == (ost.st_mode & S_IFMT);
+        nk->dev = ok ? st.st_dev : (dev_t)-1;
+        nk->ino = ok ? st.st_ino : (ino_t)(uintptr_t)i;
+        if (ok && g_hash_table_contains(keys, nk))
+            ok = false; /* two nodes, one file on the target: the later one is stale */
+        if (!ok) {
+            if (fd >= 0)
+                close(fd);
+            fd = stale_fd();
+            nk->dev = (dev_t)-1;
+            nk->ino = (ino_t)(uintptr_t)i;
+        }
+        g_hash_table_add(keys, nk);
+        g_array_append_val(fds, ((struct switch_fd){i->fd, fd}));
+        g_hash_table_insert(index, i, GUINT_TO_POINTER(order->len));
+        g_ptr_array_add(order, i);
+    }
+    n_inodes = order->len;
+    /* Open files: the same access on the target's file. */
+    g_hash_table_iter_init(&it, fs->files);
+    while (rc == 0 && g_hash_table_iter_next(&it, &key, &value)) {
+        struct open_file *of = value;
+        guint k = of->inode == &fs->root ? 0 : GPOINTER_TO_UINT(g_hash_table_lookup(index, of->inode));
+        if (k == 0 && of->inode != &fs->root)
+            k = n_inodes;
+        int ipath = k < n_inodes ? g_array_index(fds, struct switch_fd, k).new_fd : -1;
+        g_autofree char *proc = ipath >= 0 ? proc_path(ipath) : NULL;
+        int fd = proc && newkey[k].dev != (dev_t)-1
+                     ? open(proc, backing_flags(of->flags) & ~O_TRUNC)
+                     : -1;
+        if (fd < 0) {
+            *err = g_strdup_printf("%s: an open file has no twin on the target%s%s",
+                                   of->inode->path ? of->inode->path : "(a file without a name)",
+                                   proc ? ": " : "", proc ? g_strerror(errno) : "");
+            rc = -ENOENT;
+            break;
+        }
+        g_array_append_val(fds, ((struct switch_fd){GPOINTER_TO_INT(key), fd}));
+    }
+    g_hash_table_iter_init(&it, fs->dirs);
+    while (rc == 0 && g_hash_table_iter_next(&it, &key, NULL)) {
+        struct dir_handle *d = key;
+        guint k = d->inode == &fs->root ? 0 : GPOINTER_TO_UINT(g_hash_table_lookup(index, d->inode));
+        if (k == 0 && d->inode != &fs->root)
+            k = n_inodes;
+        int ipath = k < n_inodes ? g_array_index(fds, struct switch_fd, k).new_fd : -1;
+        int fd = ipath >= 0 && newkey[k].dev != (dev_t)-1
+                     ? openat(ipath, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                     : stale_fd();
+        if (fd < 0) {
+            *err = g_strdup_printf("%s: an open directory cannot be opened on the target: %s",
+                                   d->inode->path ? d->inode->path : "?", g_strerror(errno));
+            rc = -EIO;
+            break;
+        }
+        g_array_append_val(fds, ((struct switch_fd){d->fd, fd}));
+    }
+    if (rc == 0 && commit)
+        rc = commit(ctx);
+    if (rc < 0) {
+        if (!*err)
+            *err = g_strdup_printf("cannot record the pivot: %s", g_strerror(-rc));
+        pthread_mutex_unlock(&fs->lock);
+        switch_fds_free(fds);
+        return rc;
+    }
+    /* The decision is durable: every descriptor now takes its twin, under
+     * the same number, so whatever holds the number (a guest's open file,
+     * a directory handle) goes on with the target. */
+    for (guint k = 0; k < fds->len; k++) {
+        struct switch_fd *f = &g_array_index(fds, struct switch_fd, k);
+        if (dup3(f->new_fd, f->old_fd, O_CLOEXEC) < 0)
+            g_error("dup3: %s", g_strerror(errno)); /* cannot fail: both are open */
+        close(f->new_fd);
+        f->new_fd = -1;
+    }
+    /* flock locks belong to the old open files: taken again on the new. */
+    g_hash_table_iter_init(&it, fs->files);
+    while (g_hash_table_iter_next(&it, &key, &value)) {
+        struct open_file *of = value;
+        if (of->flock && flock(GPOINTER_TO_INT(key), of->flock | LOCK_NB) < 0)
+            of->flock = 0;
+    }
+    /* New identities: the table is keyed by them. */
+    g_hash_table_steal_all(fs->inodes);
+    fs->root.dev = newkey[0].dev;
+    fs->root.ino = newkey[0].ino;
+    for (guint k = 1; k < n_inodes; k++) {
+        struct fs_inode *i = g_ptr_array_index(order, k);
+        i->dev = newkey[k].dev;
+        i->ino = newkey[k].ino;
+        if (i->dev == (dev_t)-1)
+            g_clear_pointer(&i->path, g_free);
+        g_hash_table_add(fs->inodes, i);
+    }
+    pthread_mutex_unlock(&fs->lock);
+    switch_fds_free(fds);
+    return 0;
+}
+
+/* ---- the operations, behind the gate -------------------------------------- */
+
+/* Requests on .mirror pass without the gate: steering and status stay
+ * available while the guests are held (the pivot itself is a write to
+ * .mirror/ctl). */
+static bool gated(fuse_req_t req, fuse_ino_t ino)
+{
+    return ino == FUSE_ROOT_ID || get_inode(req, ino)->ctl == CTL_NONE;
+}
+
+#define GATED(op, ino, params, args)                                                         \
+    static void gated_##op params                                                            \
+    {                                                                                        \
+        struct fs *fs_ = fs_of(req);                                                         \
+        bool g_ = gated(req, ino);                                                           \
+        if (g_)                                                                              \
+            gate_enter(fs_);                                                                 \
+        fs_##op args;                                                                        \
+        if (g_)                                                                              \
+            gate_leave(fs_);                                                                 \
+    }
+
+static void gated_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+    struct fs *fs = fs_of(req);
+    bool g = gated(req, parent) && !(parent == FUSE_ROOT_ID && strcmp(name, CTL_DIR_NAME) == 0);
+
+    if (g)
+        gate_enter(fs);
+    fs_lookup(req, parent, name);
+    if (g)
+        gate_leave(fs);
+}
+
+static void gated_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+    struct fs *fs = fs_of(req);
+
+    gate_enter(fs);
+    fs_forget(req, ino, nlookup);
+    gate_leave(fs);
+}
+
+static void gated_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f)
+{
+    struct fs *fs = fs_of(req);
+
+    gate_enter(fs);
+    fs_forget_multi(req, count, f);
+    gate_leave(fs);
+}
+
+GATED(getattr, ino, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+GATED(setattr, ino,
+      (fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid, struct fuse_file_info *fi),
+      (req, ino, attr, valid, fi))
+GATED(readlink, ino, (fuse_req_t req, fuse_ino_t ino), (req, ino))
+GATED(mknod, parent,
+      (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev),
+      (req, parent, name, mode, rdev))
+GATED(mkdir, parent, (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode),
+      (req, parent, name, mode))
+GATED(unlink, parent, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
+GATED(rmdir, parent, (fuse_req_t req, fuse_ino_t parent, const char *name), (req, parent, name))
+GATED(symlink, parent, (fuse_req_t req, const char *link, fuse_ino_t parent, const char *name),
+      (req, link, parent, name))
+GATED(rename, parent,
+      (fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
+       const char *newname, unsigned int flags),
+      (req, parent, name, newparent, newname, flags))
+GATED(link, ino, (fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char *newname),
+      (req, ino, newparent, newname))
+GATED(open, ino, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+GATED(read, ino,
+      (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi),
+      (req, ino, size, off, fi))
+GATED(write_buf, ino,
+      (fuse_req_t req, fuse_ino_t ino, struct fuse_bufvec *in_buf, off_t off,
+       struct fuse_file_info *fi),
+      (req, ino, in_buf, off, fi))
+GATED(flush, ino, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+GATED(release, ino, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+GATED(fsync, ino, (fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi),
+      (req, ino, datasync, fi))
+GATED(opendir, ino, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
+GATED(readdir, ino,
+      (fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi),
+      (req, ino, size, off, fi))
+GATED(releasedir, ino, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi),
+      (req, ino, fi))
+GATED(fsyncdir, ino, (fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi),
+      (req, ino, datasync, fi))
+GATED(statfs, ino, (fuse_req_t req, fuse_ino_t ino), (req, ino))
+GATED(create, parent,
+      (fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+       struct fuse_file_info *fi),
+      (req, parent, name, mode, fi))
+GATED(flock, ino, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op),
+      (req, ino, fi, op))
+GATED(fallocate, ino,
+      (fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, struct fuse_file_info *fi),
+      (req, ino, mode, off, len, fi))
+GATED(setxattr, ino,
+      (fuse_req_t req, fuse_ino_t ino, const char *name, const char *value, size_t size,
+       int flags),
+      (req, ino, name, value, size, flags))
+GATED(getxattr, ino, (fuse_req_t req, fuse_ino_t ino, const char *name, size_t size),
+      (req, ino, name, size))
+GATED(listxattr, ino, (fuse_req_t req, fuse_ino_t ino, size_t size), (req, ino, size))
+GATED(removexattr, ino, (fuse_req_t req, fuse_ino_t ino, const char *name), (req, ino, name))
+GATED(lseek, ino,
+      (fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi),
+      (req, ino, off, whence, fi))
+
 static const struct fuse_lowlevel_ops ops = {
     .init = fs_init,
-    .lookup = fs_lookup,
-    .forget = fs_forget,
-    .forget_multi = fs_forget_multi,
-    .getattr = fs_getattr,
-    .setattr = fs_setattr,
-    .readlink = fs_readlink,
-    .mknod = fs_mknod,
-    .mkdir = fs_mkdir,
-    .unlink = fs_unlink,
-    .rmdir = fs_rmdir,
-    .symlink = fs_symlink,
-    .rename = fs_rename,
-    .link = fs_link,
-    .open = fs_open,
-    .read = fs_read,
-    .write_buf = fs_write_buf,
-    .flush = fs_flush,
-    .release = fs_release,
-    .fsync = fs_fsync,
-    .opendir = fs_opendir,
-    .readdir = fs_readdir,
-    .releasedir = fs_releasedir,
-    .fsyncdir = fs_fsyncdir,
-    .statfs = fs_statfs,
-    .create = fs_create,
-    .flock = fs_flock,
-    .fallocate = fs_fallocate,
-    .setxattr = fs_setxattr,
-    .getxattr = fs_getxattr,
-    .listxattr = fs_listxattr,
-    .removexattr = fs_removexattr,
-    .lseek = fs_lseek,
+    .lookup = gated_lookup,
+    .forget = gated_forget,
+    .forget_multi = gated_forget_multi,
+    .getattr = gated_getattr,
+    .setattr = gated_setattr,
+    .readlink = gated_readlink,
+    .mknod = gated_mknod,
+    .mkdir = gated_mkdir,
+    .unlink = gated_unlink,
+    .rmdir = gated_rmdir,
+    .symlink = gated_symlink,
+    .rename = gated_rename,
+    .link = gated_link,
+    .open = gated_open,
+    .read = gated_read,
+    .write_buf = gated_write_buf,
+    .flush = gated_flush,
+    .release = gated_release,
+    .fsync = gated_fsync,
+    .opendir = gated_opendir,
+    .readdir = gated_readdir,
+    .releasedir = gated_releasedir,
+    .fsyncdir = gated_fsyncdir,
+    .statfs = gated_statfs,
+    .create = gated_create,
+    .flock = gated_flock,
+    .fallocate = gated_fallocate,
+    .setxattr = gated_setxattr,
+    .getxattr = gated_getxattr,
+    .listxattr = gated_listxattr,
+    .removexattr = gated_removexattr,
+    .lseek = gated_lseek,
 };
 
 const struct fuse_lowlevel_ops *fs_ops(void)

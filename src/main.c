@@ -3,6 +3,7 @@
 
 #include "fs.h"
 #include "mirror.h"
+#include "mount.h"
 #include "options.h"
 #include "persist.h"
 #include "target.h"
@@ -40,33 +41,6 @@ static void G_GNUC_PRINTF(1, 2) die(const char *fmt, ...)
     exit(EXIT_SETUP);
 }
 
-/* Canonical absolute path of a directory that may not exist yet (its
- * parent must). */
-static char *canonical_maybe_missing(const char *path, bool *exists)
-{
-    char buf[PATH_MAX];
-
-    if (realpath(path, buf)) {
-        *exists = true;
-        return g_strdup(buf);
-    }
-    if (errno != ENOENT)
-        return NULL;
-    g_autofree char *dir = g_path_get_dirname(path);
-    g_autofree char *base = g_path_get_basename(path);
-    if (!realpath(dir, buf))
-        return NULL;
-    *exists = false;
-    return g_build_filename(buf, base, NULL);
-}
-
-static bool dir_is_empty(const char *path)
-{
-    g_autoptr(GDir) d = g_dir_open(path, 0, NULL);
-
-    return d && g_dir_read_name(d) == NULL;
-}
-
 static char *default_state_dir(const char *src, const char *tgt)
 {
     g_autofree char *key = g_strconcat(src, "\n", tgt, NULL);
@@ -76,9 +50,10 @@ static char *default_state_dir(const char *src, const char *tgt)
     return g_build_filename(DEFAULT_STATE_ROOT, sum, NULL);
 }
 
-/* The checks that need the file system, in the order a user fixes them. */
-static void check_paths(const struct mirror_options *o, const char *mountpoint,
-                        bool target_is_uri, char **src_out, char **tgt_out, bool *tgt_exists)
+/* The checks of SOURCE and MOUNTPOINT, in the order a user fixes them
+ * (the target's are mount_check_target()'s). */
+static void check_paths(const struct mirror_options *o, const char *mountpoint, char **src_out,
+                        char **mnt_out)
 {
     struct stat st;
     char buf[PATH_MAX];
@@ -95,89 +70,32 @@ static void check_paths(const struct mirror_options *o, const char *mountpoint,
         die("%s: %s", mountpoint, g_strerror(errno));
     if (!S_ISDIR(st.st_mode))
         die("%s: mountpoint is not a directory", mountpoint);
-    g_autofree char *mnt = realpath(mountpoint, buf) ? g_strdup(buf) : NULL;
-    if (!mnt)
+    if (!realpath(mountpoint, buf))
         die("%s: %s", mountpoint, g_strerror(errno));
+    *mnt_out = g_strdup(buf);
 
     g_autofree char *ctl = g_build_filename(*src_out, ".mirror", NULL);
     if (lstat(ctl, &st) == 0)
         die("%s: the source holds a .mirror entry, which mirrorfs needs for itself",
             o->source);
-    if (target_is_uri) {
-        /* The NBD backend checks the server and its exports itself. */
-        *tgt_out = g_strdup(o->target);
-        *tgt_exists = true;
-        return;
-    }
-
-    char *tgt = canonical_maybe_missing(o->target, tgt_exists);
-    if (!tgt)
-        die("%s: target: %s", o->target, g_strerror(errno));
-    *tgt_out = tgt;
-    if (*tgt_exists) {
-        if (stat(tgt, &st) < 0)
-            die("%s: %s", o->target, g_strerror(errno));
-        if (!S_ISDIR(st.st_mode))
-            die("%s: target is not a directory", o->target);
-    }
-    if (path_is_within(*src_out, tgt))
-        die("%s: the target is inside the source %s", o->target, o->source);
-    if (path_is_within(tgt, *src_out))
-        die("%s: the source is inside the target %s", o->source, o->target);
-    /* Below the mount the target would be reached through the daemon itself. */
-    if (path_is_within(mnt, tgt))
-        die("%s: the target is inside the mountpoint %s", o->target, mountpoint);
-    if (path_is_within(tgt, mnt))
-        die("%s: the mountpoint is inside the target %s", mountpoint, o->target);
-    /* A non-empty target is what a restart finds: fine when this state_dir
-     * holds the crash-safe state of the same source and target. */
-    g_autofree char *state_dir =
-        o->state_dir ? g_strdup(o->state_dir) : default_state_dir(*src_out, tgt);
-    if (*tgt_exists && o->sync == SYNC_FULL && !o->overwrite && !dir_is_empty(tgt) &&
-        !(o->persist && persist_has_state(state_dir, *src_out, tgt)))
-        die("%s: the target is not empty and there is no state of a previous run in %s "
-            "(give -o overwrite to compare it with the source and copy only what "
-            "differs, or -o sync=none if it is a copy already)",
-            o->target, state_dir);
-    if (*tgt_exists && access(tgt, W_OK) < 0)
-        die("%s: target: %s", o->target, g_strerror(errno));
 }
 
-/* Writes behind the mount: a process that holds a source file open for
- * writing (or mapped shared) outside the mount would change it unseen.
- * Refused, unless open_writers=verify, which compares every image before
- * the job completes. */
-static void check_open_writers(const struct mirror_options *o, const char *src,
-                               struct mirror_job *job)
+/* The key of the default state_dir: the target as it will be named. */
+static char *target_key(const struct mirror_options *o)
 {
-    g_autoptr(GHashTable) files = watch_file_set_new();
-    g_autoptr(GPtrArray) writers = NULL;
-    g_autofree char *err = NULL;
+    char buf[PATH_MAX];
 
-    for (guint i = 0; i < job->found->len; i++) {
-        const struct found_file *f = g_ptr_array_index(job->found, i);
-        watch_file_set_add(files, f->dev, f->ino);
-    }
-    if (watch_find_writers_ino(src, files, &writers, &err) < 0) {
-        fprintf(stderr, "mirrorfs: warning: cannot look for writers of %s (%s): every image "
-                "is compared in full before the job completes\n", src, err);
-        job->verify_at_drain = true;
-        return;
-    }
-    if (writers->len == 0)
-        return;
-    const struct watch_opener *w = g_ptr_array_index(writers, 0);
-    g_autofree char *more = writers->len > 1
-                                ? g_strdup_printf(" (and %u more)", writers->len - 1)
-                                : g_strdup("");
-    if (o->open_writers == OPEN_WRITERS_REFUSE)
-        die("%s: open for writing by pid %d (%s) outside the mount%s: stop it first, or give "
-            "-o open_writers=verify to compare every image before the job completes",
-            w->path, (int)w->pid, w->comm, more);
-    fprintf(stderr, "mirrorfs: warning: %s: open for writing by pid %d (%s) outside the "
-            "mount%s: every image is compared in full before the job completes\n",
-            w->path, (int)w->pid, w->comm, more);
-    job->verify_at_drain = true;
+    if (!o->target)
+        return g_strdup("");
+    if (target_nbd_is_uri(o->target))
+        return g_strdup(o->target);
+    if (realpath(o->target, buf))
+        return g_strdup(buf);
+    g_autofree char *dir = g_path_get_dirname(o->target);
+    g_autofree char *base = g_path_get_basename(o->target);
+    if (!realpath(dir, buf))
+        return g_strdup(o->target);
+    return g_build_filename(buf, base, NULL);
 }
 
 /* Prepare state_dir: created, writable, no stale result. */
@@ -215,11 +133,11 @@ static void raise_fd_limit(void)
 
 /* A signal while the job drains (the mount is gone, libfuse's handlers
  * with it): cancel, which still writes the result and exits 2. */
-static struct mirror_job *drain_job;
+static struct mount *drain_mount;
 
 static void on_drain_signal(int sig)
 {
-    mirror_request_cancel(drain_job);
+    mount_request_cancel(drain_mount);
 }
 
 /* fuse_session_new() consumes the options it knows: a copy for the check. */
@@ -270,13 +188,13 @@ int main(int argc, char *argv[])
     struct fuse_cmdline_opts cmd;
     struct mirror_options opts;
     g_autofree char *err = NULL;
-    g_autofree char *src = NULL, *tgt = NULL, *state_dir = NULL;
-    bool tgt_exists = false;
+    g_autofree char *src = NULL, *mnt = NULL, *tkey = NULL, *state_dir = NULL;
+    g_autofree char *serving = NULL;
+    bool pivoted = false;
     struct fuse_session *se;
-    struct target *target = NULL;
-    struct mirror_job *job = NULL;
+    struct mount *m;
     struct fs *fs;
-    int src_fd, root_fd, tgt_fd, code;
+    int root_fd, code;
 
     /* Modes arrive with the guest's umask applied already. */
     umask(0);
@@ -307,8 +225,7 @@ int main(int argc, char *argv[])
         fuse_opt_add_arg(&args, "-odefault_permissions");
     raise_fd_limit();
 
-    bool target_is_uri = target_nbd_is_uri(opts.target);
-    check_paths(&opts, cmd.mountpoint, target_is_uri, &src, &tgt, &tgt_exists);
+    check_paths(&opts, cmd.mountpoint, &src, &mnt);
     /* `mount` and /proc/mounts then show "SOURCE on MNT type fuse.mirrorfs",
      * and umount -t fuse.mirrorfs finds it.  Commas would split the option. */
     if (!strstr(src, ",")) {
@@ -323,48 +240,33 @@ int main(int argc, char *argv[])
     copy_args(&args, &check_args);
     fuse_session_destroy(new_session(&check_args, NULL));
     fuse_opt_free_args(&check_args);
-    state_dir = prepare_state_dir(&opts, src, tgt);
+    tkey = target_key(&opts);
+    state_dir = prepare_state_dir(&opts, src, tkey);
 
-    /* SOURCE through a private clone of its mount: the watch over writes
-     * behind the mount then leaves the daemon's own out at no cost (it
-     * works without one, at some: watch.h). */
-    int private_root = -1;
-    g_autofree char *perr = NULL;
-    if (watch_private_root(src, &private_root, &perr) < 0)
-        private_root = -1;
-    src_fd = private_root >= 0 ? openat(private_root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                               : open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    root_fd = private_root >= 0 ? openat(private_root, ".", O_PATH | O_DIRECTORY | O_CLOEXEC)
-                                : open(src, O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (src_fd < 0 || root_fd < 0)
-        die("%s: %s", src, g_strerror(errno));
-    if (target_is_uri) {
-        /* Connecting writes nothing. */
+    /* A pivot of an earlier run with this state_dir: its target is what
+     * the guests use now, whatever the options say (doc/design.md, "The
+     * pivot"). */
+    serving = mount_recorded_serving(state_dir, src, &pivoted);
+    if (pivoted)
+        fprintf(stderr, "mirrorfs: %s was pivoted to %s (recorded in %s/pivot): serving it%s\n",
+                src, serving, state_dir, opts.target ? ", no job started" : "");
+    m = mount_new(src, serving, pivoted, mnt, state_dir, cmd.foreground);
+
+    /* What is served, through a private clone of its mount: the watch over
+     * writes behind the mount then leaves the daemon's own out at no cost
+     * (it works without one, at some: watch.h). */
+    g_clear_pointer(&err, g_free);
+    root_fd = mount_open_root(m, &err);
+    if (root_fd < 0)
+        die("%s", err);
+    if (opts.target && !pivoted) {
         g_clear_pointer(&err, g_free);
-        if (target_nbd_new(tgt, &target, &err) < 0)
+        if (mount_start_job(m, &opts, false, false, &err) < 0)
             die("%s", err);
     }
-    g_clear_pointer(&err, g_free);
-    if (mirror_job_new(&opts, src_fd, src, target, state_dir, cmd.foreground, &job, &err) < 0)
-        die("%s", err);
-    job->private_root_fd = private_root;
-    check_open_writers(&opts, src, job);
 
-    /* Everything checked: from here on the target may be written. */
-    if (!target_is_uri) {
-        if (!tgt_exists && mkdir(tgt, 0700) < 0)
-            die("%s: cannot create the target: %s", tgt, g_strerror(errno));
-        tgt_fd = open(tgt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (tgt_fd < 0)
-            die("%s: %s", tgt, g_strerror(errno));
-        target_file_new(tgt_fd, tgt, &target);
-        job->target = target;
-    }
-    g_clear_pointer(&err, g_free);
-    if (mirror_job_start_target(job, &err) < 0)
-        die("%s", err);
-
-    fs = fs_new(job, root_fd);
+    fs = fs_new(m, root_fd);
+    m->fs = fs;
     se = new_session(&args, fs);
 
     if (fuse_set_signal_handlers(se) != 0)
@@ -377,7 +279,7 @@ int main(int argc, char *argv[])
         fuse_session_unmount(se);
         die("cannot run in the background");
     }
-    mirror_start(job);
+    mount_start_threads(m);
     fs_start(fs);
 
     /* Few threads: one per CPU.  Writes to one image serialise on its inode
@@ -404,20 +306,16 @@ int main(int argc, char *argv[])
      * more, and the drain runs here. */
     fuse_session_unmount(se);
     fuse_remove_signal_handlers(se);
-    drain_job = job;
+    drain_mount = m;
     struct sigaction sa = {.sa_handler = on_drain_signal};
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
-    code = mirror_finish(job);
+    code = mount_finish(m);
     fuse_session_destroy(se);
     fs_free(fs);
-    mirror_job_free(job);
-    target_destroy(target);
-    if (private_root >= 0)
-        close(private_root);
-    close(src_fd);
+    mount_free(m);
     free(cmd.mountpoint);
     fuse_opt_free_args(&args);
     options_clear(&opts);

@@ -28,6 +28,9 @@
  * this much at a time: no data moves, so it needs no buffer. */
 #define HOLE_RUN_MAX (64ull << 30)
 #define MANAGER_TICK_NS (50 * 1000 * 1000ull)
+/* While draining, the manager looks more often: the drain is short, and a
+ * pivot holds the guests until it ends. */
+#define MANAGER_DRAIN_TICK_NS (2 * 1000 * 1000ull)
 /* While running, what was copied is flushed at least this often: the
  * target's durable copy lags by about this much, and a target that loses
  * writes says so while the job can still copy them again. */
@@ -88,19 +91,19 @@ void mirror_event(struct mirror_job *job, const char *kind, const char *fmt, ...
     details = g_strdup_vprintf(fmt, ap);
     va_end(ap);
     wall_clock(now);
-    linelog_appendf(job->events, "%s %s %s", now, kind, details);
+    linelog_appendf(job->logs->events, "%s %s %s", now, kind, details);
 }
 
 void mirror_trace_write(struct mirror_job *job, struct image *img, uint64_t off, uint64_t len)
 {
     char now[32];
 
-    if (g_atomic_int_get(&job->trace_readers) <= 0)
+    if (g_atomic_int_get(&job->logs->trace_readers) <= 0)
         return;
     wall_clock(now);
     /* The name goes last: it may hold spaces. */
     g_autofree char *name = image_name(img);
-    linelog_appendf(job->trace, "%s %" PRIu64 " %" PRIu64 " %s", now, off, len, name);
+    linelog_appendf(job->logs->trace, "%s %" PRIu64 " %" PRIu64 " %s", now, off, len, name);
 }
 
 
@@ -644,7 +647,7 @@ static int scan_tree(struct mirror_job *job, int dirfd, const char *rel, GPtrArr
 
 int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *source_path,
                    struct target *target, const char *state_dir, bool foreground,
-                   struct mirror_job **out, char **err)
+                   struct mirror_logs *logs, struct mirror_job **out, char **err)
 {
     struct mirror_job *job = g_new0(struct mirror_job, 1);
     int rc;
@@ -656,17 +659,16 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
     job->source_dirfd = source_dirfd;
     job->foreground = foreground;
     job->chunk = options_chunk_size(opts);
-    pthread_mutex_init(&job->ns_lock, NULL);
     pthread_mutex_init(&job->lock, NULL);
     pthread_cond_init(&job->wake, NULL);
+    pthread_cond_init(&job->manager_wake, NULL);
     job->images = g_ptr_array_new();
     job->image_hooks = (struct image_hooks){hook_work, hook_guest_waits, job};
     job->by_ident = g_hash_table_new_full(image_key_hash, image_key_equal, g_free, NULL);
     job->found = g_ptr_array_new_with_free_func(found_file_free);
     job->state = JOB_RUNNING;
     job->last_error = g_strdup("");
-    job->events = linelog_new(4096);
-    job->trace = linelog_new(65536);
+    job->logs = logs;
     job->rate_last_ns = now_ns();
     ratelimit_init(&job->limiter, opts->speed, job->chunk, job->rate_last_ns);
     job->copy_mode = opts->copy_mode;
@@ -796,15 +798,13 @@ void mirror_job_free(struct mirror_job *job)
     g_hash_table_destroy(job->by_ident);
     g_ptr_array_free(job->found, TRUE);
     pthread_cond_destroy(&job->wake);
+    pthread_cond_destroy(&job->manager_wake);
     pthread_mutex_destroy(&job->lock);
-    pthread_mutex_destroy(&job->ns_lock);
     g_free(job->worker_threads);
     g_free(job->source_path);
     g_free(job->state_dir);
     g_free(job->pause_reason);
     g_free(job->last_error);
-    linelog_free(job->events);
-    linelog_free(job->trace);
     persist_close(job->persist);
     g_free(job);
 }
@@ -1043,6 +1043,7 @@ static bool set_state_locked(struct mirror_job *job, enum job_state to, const ch
             image_set_phase(g_ptr_array_index(job->images, i),
                             to == JOB_DRAINING ? PHASE_DRAINING : PHASE_COMPLETED);
     pthread_cond_broadcast(&job->wake);
+    pthread_cond_broadcast(&job->manager_wake);
     job->last_phase = job_phase(job);
     mirror_event(job, "phase", "%s", job->last_phase);
     if (to == JOB_FAILED)
@@ -1597,7 +1598,13 @@ static gpointer manager_main(gpointer data)
         manager_tick(job);
         auto_copy_mode(job);
         announce_phase(job);
-        g_usleep(MANAGER_TICK_NS / 1000);
+        /* A change of the job's state (a drain that starts) wakes it. */
+        pthread_mutex_lock(&job->lock);
+        struct timespec until = cond_deadline(
+            CLOCK_REALTIME, job->state == JOB_DRAINING ? MANAGER_DRAIN_TICK_NS : MANAGER_TICK_NS);
+        if (!job->stopping)
+            pthread_cond_timedwait(&job->manager_wake, &job->lock, &until);
+        pthread_mutex_unlock(&job->lock);
     }
     return NULL;
 }
@@ -1741,6 +1748,8 @@ void mirror_snapshot(struct mirror_job *job, struct status_snapshot *s)
     s->verify_differing_bytes = g_atomic_pointer_get(&job->verify_differing_bytes);
     s->mirrored = job->ns || !job->target ? "data, namespace, metadata" : "data";
     s->outside_writes = g_atomic_pointer_get(&job->outside_writes);
+    s->serving = g_strdup(job->source_path);
+    s->pivot_pause_ms = -1;
     s->verifying = false;
     for (guint i = 0; i < job->images->len; i++)
         s->verifying |= image_is_verifying(g_ptr_array_index(job->images, i));
@@ -1845,16 +1854,56 @@ static void write_result(struct mirror_job *job)
         job_log(job, LOG_ERR, "cannot record the result: %s", gerr->message);
 }
 
-int mirror_finish(struct mirror_job *job)
+int mirror_pivot_check(struct mirror_job *job, char **err)
 {
-    job_set_state(job, job->opts->on_unmount == UNMOUNT_CANCEL ? JOB_CANCELLED : JOB_DRAINING,
-                  job->opts->on_unmount == UNMOUNT_CANCEL ? "unmounted (on_unmount=cancel)"
-                                                          : "unmounted");
+    const char *phase;
+
+    *err = NULL;
+    pthread_mutex_lock(&job->lock);
+    phase = job_phase(job);
+    if (!job->ns)
+        *err = g_strdup_printf("pivot: the target %s is an NBD export, not a directory: the "
+                               "guests cannot be served from it",
+                               job->target->description);
+    else if (job->state != JOB_RUNNING || job->paused || strcmp(phase, "ready") != 0)
+        *err = g_strdup_printf("pivot: the job is %s, not ready%s", phase,
+                               job->paused ? " (resume it first)" : "");
+    if (*err)
+        set_last_error_locked(job, *err);
+    pthread_mutex_unlock(&job->lock);
+    return *err ? -EINVAL : 0;
+}
+
+void mirror_set_last_error(struct mirror_job *job, const char *msg)
+{
+    pthread_mutex_lock(&job->lock);
+    set_last_error_locked(job, msg);
+    pthread_mutex_unlock(&job->lock);
+}
+
+bool mirror_is_over(struct mirror_job *job)
+{
+    pthread_mutex_lock(&job->lock);
+    bool over = job->state == JOB_FAILED || job->state == JOB_CANCELLED ||
+                job->state == JOB_COMPLETED;
+    pthread_mutex_unlock(&job->lock);
+    return over;
+}
+
+int mirror_finish(struct mirror_job *job, enum mirror_end how)
+{
+    bool cancel = how == MIRROR_END_UNMOUNT && job->opts->on_unmount == UNMOUNT_CANCEL;
+
+    job_set_state(job, cancel ? JOB_CANCELLED : JOB_DRAINING,
+                  how == MIRROR_END_PIVOT ? "pivot"
+                  : how == MIRROR_END_REPLACED ? "replaced by a new job"
+                  : cancel ? "unmounted (on_unmount=cancel)" : "unmounted");
     pthread_mutex_lock(&job->lock);
     while (job->state == JOB_DRAINING)
         pthread_cond_wait(&job->wake, &job->lock);
     job->stopping = true;
     pthread_cond_broadcast(&job->wake);
+    pthread_cond_broadcast(&job->manager_wake);
     pthread_mutex_unlock(&job->lock);
 
     for (unsigned i = 0; i < job->opts->workers; i++)

@@ -32,6 +32,14 @@ struct found_file {
     ino_t ino;
 };
 
+/* What a job writes to that outlives it: the mount's .mirror/events and
+ * .mirror/trace (mount.c owns them). */
+struct mirror_logs {
+    struct linelog *events;
+    struct linelog *trace;
+    int trace_readers; /* atomic: open trace files */
+};
+
 enum job_state {
     JOB_RUNNING,   /* bulk or ready, per the images */
     JOB_DRAINING,  /* unmounted: copying what is left */
@@ -49,12 +57,9 @@ struct mirror_job {
     bool foreground;
     uint64_t chunk;      /* bytes one copy moves at most */
 
-    /* Serialises namespace changes, so that the source operation and its
-     * twin on the target happen as one. */
-    pthread_mutex_t ns_lock;
-
     pthread_mutex_t lock;
     pthread_cond_t wake;   /* work may be there, or the state changed */
+    pthread_cond_t manager_wake; /* the state changed: the manager looks at once */
     GPtrArray *images;     /* struct image *, one reference each */
     GHashTable *by_ident;  /* (dev, ino) -> struct image *, the same images */
     struct image_hooks image_hooks; /* what images call: new work, a guest waits */
@@ -83,9 +88,7 @@ struct mirror_job {
     int blocking;             /* atomic: guest writes go to the target too */
     uint64_t auto_min_dirty;  /* auto: least dirty bytes seen, and when */
     uint64_t auto_min_ns;
-    struct linelog *events;   /* .mirror/events */
-    struct linelog *trace;    /* .mirror/trace */
-    int trace_readers;        /* atomic: open trace files */
+    struct mirror_logs *logs; /* the mount's: .mirror/events and trace */
     const char *last_phase;   /* manager: the phase last announced */
     unsigned flush_failures;  /* manager: failed target flushes in a row */
     unsigned audit_rounds;    /* manager: completion audits that found differences */
@@ -121,7 +124,7 @@ struct mirror_job {
  * 0 or -errno with *err set. */
 int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *source_path,
                    struct target *target, const char *state_dir, bool foreground,
-                   struct mirror_job **out, char **err);
+                   struct mirror_logs *logs, struct mirror_job **out, char **err);
 /* The first writes: open the crash-safe state, each image's file on the
  * target (fresh unless the state, sync=none or -o overwrite say it holds
  * data), then the rest of the namespace (ns.c), durable.  0 or -errno with
@@ -130,10 +133,23 @@ int mirror_job_start_target(struct mirror_job *job, char **err);
 /* Start the workers, the manager and the watch over writes behind the
  * mount (after fuse_daemonize()). */
 void mirror_start(struct mirror_job *job);
-/* The mount is gone: no guest can write any more.  Drain (on_unmount=
- * complete) or cancel, flush, record the result in state_dir, stop the
- * threads.  Returns the exit code: 0 completed, 2 cancelled, 3 failed. */
-int mirror_finish(struct mirror_job *job);
+/* No guest can write any more: the mount is gone, or every guest request
+ * is held (a pivot).  Drain (on_unmount=complete, always for a pivot) or
+ * cancel, audit, flush, record the result in state_dir, stop the threads.
+ * Returns the exit code: 0 completed, 2 cancelled, 3 failed. */
+enum mirror_end {
+    MIRROR_END_UNMOUNT,  /* the mount is gone */
+    MIRROR_END_PIVOT,    /* the guests are held for a pivot (mount.c) */
+    MIRROR_END_REPLACED, /* a job that is over makes way for a new one */
+};
+int mirror_finish(struct mirror_job *job, enum mirror_end how);
+/* May the guests be switched to the target now?  Only a ready, running,
+ * unpaused job with a directory target.  0, or -EINVAL with *err set to
+ * one line (also shown as the job's last error). */
+int mirror_pivot_check(struct mirror_job *job, char **err);
+/* Completed, failed or cancelled: nothing more will be copied. */
+bool mirror_is_over(struct mirror_job *job);
+void mirror_set_last_error(struct mirror_job *job, const char *msg);
 void mirror_job_free(struct mirror_job *job);
 /* Cancel the job (as `cancel` in ctl) at the manager's next look.  Safe to
  * call from a signal handler. */

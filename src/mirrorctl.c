@@ -56,6 +56,10 @@ static const char usage_text[] =
     "      Set the copy mode: background, write-blocking or auto.\n"
     "  finish [--timeout S] MOUNTPOINT\n"
     "      Unmount, wait for the daemon, print its result, exit with its code.\n"
+    "  mirror MOUNTPOINT TARGET [-o OPTIONS]...\n"
+    "      Start a job on a live mount (idle, or pivoted), with mount options.\n"
+    "  pivot MOUNTPOINT\n"
+    "      Switch the guests of a ready job to its target, without a stop.\n"
     "\n"
     "Options:\n"
     "  -h, --help     show this help and exit\n"
@@ -310,12 +314,15 @@ struct cmd_args {
     enum wait_for wait_for;
     const char *pos[3];
     int npos;
+    const char *mount_opts[32]; /* -o OPTIONS of mirror, in order */
+    int nmount_opts;
 };
 
 #define OPT_WATCH (1u << 0)
 #define OPT_INTERVAL (1u << 1)
 #define OPT_TIMEOUT (1u << 2)
 #define OPT_WAIT_FOR (1u << 3)
+#define OPT_MOUNT_OPTS (1u << 4)
 
 /* Seconds as a decimal number ("1", "0.5").  Zero is allowed only for a
  * timeout (check once); an interval must be positive. */
@@ -345,6 +352,7 @@ static const struct {
     {OPT_TIMEOUT, {"timeout", required_argument, NULL, OPTV_TIMEOUT}},
     {OPT_WAIT_FOR, {"ready", no_argument, NULL, OPTV_READY}},
     {OPT_WAIT_FOR, {"done", no_argument, NULL, OPTV_DONE}},
+    {OPT_MOUNT_OPTS, {"options", required_argument, NULL, 'o'}},
 };
 
 /* getopt_long also takes a long option's unique abbreviation ("--int") and
@@ -354,8 +362,9 @@ static bool spelt_out(const char *arg, const struct option *o)
 {
     size_t len;
 
-    if (!o)
-        return strcmp(arg, "-w") == 0;
+    if (!o || o->val == 'o')
+        return strcmp(arg, "-w") == 0 || strcmp(arg, "-o") == 0 ||
+               (o && g_str_has_prefix(arg, "--options"));
     len = strlen(o->name);
     return g_str_has_prefix(arg, "--") && strncmp(arg + 2, o->name, len) == 0 &&
            (arg[2 + len] == '\0' || (o->has_arg != no_argument && arg[2 + len] == '='));
@@ -399,8 +408,10 @@ static bool parse_cmd_args(const char *cmd, int argc, char **argv, unsigned allo
          * options takes a call per letter). */
         const char *arg = argv[optind < argc ? optind : argc - 1];
         int idx = -1;
-        int c =
-            getopt_long(argc, argv, (allowed & OPT_WATCH) ? "-:w" : "-:", longopts, &idx);
+        const char *shortopts = (allowed & OPT_WATCH)        ? "-:w"
+                                : (allowed & OPT_MOUNT_OPTS) ? "-:o:"
+                                                             : "-:";
+        int c = getopt_long(argc, argv, shortopts, longopts, &idx);
 
         if (c == -1)
             break;
@@ -428,6 +439,14 @@ static bool parse_cmd_args(const char *cmd, int argc, char **argv, unsigned allo
             break;
         case OPTV_READY:
             a->wait_for = WAIT_READY;
+            break;
+        case 'o':
+            if (!optarg || a->nmount_opts >= (int)G_N_ELEMENTS(a->mount_opts)) {
+                usage_error("%s: -o needs OPTIONS (at most %zu times)", cmd,
+                            G_N_ELEMENTS(a->mount_opts));
+                return false;
+            }
+            a->mount_opts[a->nmount_opts++] = optarg;
             break;
         case OPTV_DONE:
             a->wait_for = WAIT_DONE;
@@ -947,6 +966,97 @@ static int cmd_finish(int argc, char **argv)
     return code >= 0 && code <= 255 ? (int)code : EXIT_USAGE;
 }
 
+/* ---- a job on a live mount, and the pivot ------------------------------ */
+
+/* Send a mount-level command; when the daemon refuses it, its own line
+ * (the status's last_error) says why. */
+static int send_explained(const char *mnt, const char *line)
+{
+    g_autofree char *path = g_build_filename(mnt, ".mirror", "ctl", NULL);
+    g_autoptr(GHashTable) t = NULL;
+    int fd, err = 0;
+    ssize_t n;
+
+    if (read_status(mnt, &t, NULL) < 0) {
+        report_status_error(mnt, -ENOENT);
+        return EXIT_USAGE;
+    }
+    g_clear_pointer(&t, g_hash_table_unref);
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "mirrorctl: %s: cannot open .mirror/ctl: %s\n", mnt, g_strerror(errno));
+        return EXIT_USAGE;
+    }
+    do {
+        n = write(fd, line, strlen(line));
+    } while (n < 0 && errno == EINTR);
+    if (n < 0)
+        err = errno;
+    close(fd);
+    if (!err)
+        return EXIT_OK;
+    const char *why = NULL;
+    if (err == EINVAL && read_status(mnt, &t, NULL) == 0)
+        why = get_str(t, "last_error");
+    fprintf(stderr, "mirrorctl: %s: %s\n", mnt, why && why[0] ? why : g_strerror(err));
+    return EXIT_USAGE;
+}
+
+static int cmd_pivot(int argc, char **argv)
+{
+    struct cmd_args a;
+    g_autoptr(GHashTable) t = NULL;
+
+    if (!parse_cmd_args("pivot", argc, argv, 0, 1, &a))
+        return EXIT_USAGE;
+    int rc = send_explained(a.pos[0], "pivot\n");
+    if (rc != EXIT_OK)
+        return rc;
+    if (read_status(a.pos[0], &t, NULL) == 0)
+        printf("pivoted: %s now serves %s (guests held %s ms)\n", a.pos[0],
+               get_str(t, "serving"), get_str(t, "pivot_pause_ms"));
+    return EXIT_OK;
+}
+
+/* mirror MOUNTPOINT TARGET [-o OPTIONS]...: the options of a mount's -o,
+ * sent as one line: target=TARGET,OPTIONS. */
+static int cmd_mirror(int argc, char **argv)
+{
+    g_autoptr(GString) line = g_string_new("mirror ");
+    struct cmd_args a;
+
+    if (!parse_cmd_args("mirror", argc, argv, OPT_MOUNT_OPTS, 2, &a))
+        return EXIT_USAGE;
+    const char *pos[2] = {a.pos[0], a.pos[1]};
+    if (strpbrk(pos[1], ",\n") != NULL) {
+        usage_error("mirror: a target with a comma or a newline cannot be given as an option");
+        return EXIT_USAGE;
+    }
+    char abs[PATH_MAX];
+    const char *tgt = pos[1];
+    /* A relative target means the caller's directory, not the daemon's. */
+    if (!strstr(tgt, "://") && tgt[0] != '/') {
+        g_autofree char *cwd = g_get_current_dir();
+        g_autofree char *joined = g_build_filename(cwd, tgt, NULL);
+        g_strlcpy(abs, joined, sizeof(abs));
+        tgt = abs;
+    }
+    g_string_append_printf(line, "target=%s", tgt);
+    for (int k = 0; k < a.nmount_opts; k++) {
+        const char *o = a.mount_opts[k];
+        if (strchr(o, '\n')) {
+            usage_error("mirror: an option with a newline");
+            return EXIT_USAGE;
+        }
+        g_string_append_printf(line, ",%s", o);
+    }
+    g_string_append_c(line, '\n');
+    int rc = send_explained(pos[0], line->str);
+    if (rc == EXIT_OK)
+        printf("mirror started: %s -> %s\n", pos[0], tgt);
+    return rc;
+}
+
 /* ---- main ------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -983,6 +1093,10 @@ int main(int argc, char **argv)
         return cmd_speed(argc, argv);
     if (!strcmp(cmd, "copy-mode"))
         return cmd_copy_mode(argc, argv);
+    if (!strcmp(cmd, "pivot"))
+        return cmd_pivot(argc, argv);
+    if (!strcmp(cmd, "mirror"))
+        return cmd_mirror(argc, argv);
     if (!strcmp(cmd, "pause") || !strcmp(cmd, "resume") || !strcmp(cmd, "cancel") ||
         !strcmp(cmd, "verify"))
         return cmd_simple(cmd, argc, argv);

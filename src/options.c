@@ -285,10 +285,6 @@ static int validate(const struct raw_options *raw, struct mirror_options *opts, 
         *err = g_strdup("missing MOUNTPOINT (usage: mirrorfs [options] SOURCE MOUNTPOINT)");
         return -EINVAL;
     }
-    if (!raw->target) {
-        *err = g_strdup("missing target: give -o target=DIR");
-        return -EINVAL;
-    }
     return 0;
 }
 
@@ -382,7 +378,8 @@ void options_print_usage(const char *progname)
            "keep using them through MOUNTPOINT (which may be SOURCE itself).\n"
            "\n"
            "mirrorfs options (each also as --name=value):\n"
-           "    -o target=DIR          where the mirror goes (required)\n"
+           "    -o target=DIR          where the mirror goes (without it the mount is a\n"
+           "                           plain passthrough until `mirrorctl mirror`)\n"
            "    -o granularity=SIZE    dirty-map unit: auto, or a power of two 4K..64M;\n"
            "                           auto: 4K per image up to 64G, then up to 64K (auto)\n"
            "    -o buf_size=SIZE       copy data in flight (16M)\n"

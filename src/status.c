@@ -93,6 +93,8 @@ static void emit_keys(const struct status_snapshot *s, const struct emitter *e, 
     e->u64(ctx, "verify_differing_bytes", s->verify_differing_bytes);
     e->str(ctx, "mirrored", s->mirrored);
     e->u64(ctx, "outside_writes", s->outside_writes);
+    e->str(ctx, "serving", s->serving ? s->serving : "");
+    e->i64(ctx, "pivot_pause_ms", s->pivot_pause_ms);
 }
 
 static void text_flag(void *ctx, const char *key, bool v)
@@ -221,6 +223,7 @@ void status_snapshot_clear(struct status_snapshot *s)
     g_free(s->target);
     g_free(s->last_error);
     g_free(s->state_dir);
+    g_free(s->serving);
     memset(s, 0, sizeof(*s));
 }
 

@@ -26,7 +26,8 @@ struct image_status {
 };
 
 struct status_snapshot {
-    const char *phase;       /* bulk, ready, draining, completed, paused, failed, cancelled */
+    const char *phase;       /* bulk, ready, draining, completed, paused, failed, cancelled,
+                              * idle (no job), pivoted (no job, a former target served) */
     pid_t pid;
     char *source;
     char *target;
@@ -54,6 +55,8 @@ struct status_snapshot {
     uint64_t verify_differing_bytes;
     const char *mirrored;         /* what the target gets: "data, namespace, metadata" or "data" */
     uint64_t outside_writes;      /* writes to SOURCE seen that did not come through the mount */
+    char *serving;                /* the directory the mount serves: SOURCE, or a former target */
+    int64_t pivot_pause_ms;       /* how long the last pivot held the guests; -1: none */
     uint64_t n_images;
     struct image_status *image; /* n_images entries */
 };
@@ -66,7 +69,7 @@ char *status_format_text(const struct status_snapshot *s);
 char *status_format_json(const struct status_snapshot *s);
 
 /* Free the strings a snapshot owns (name, source, target, last_error,
- * state_dir, the image array) and zero it.  phase/copy_mode are static. */
+ * state_dir, serving, the image array) and zero it.  phase/copy_mode are static. */
 void status_snapshot_clear(struct status_snapshot *s);
 
 /* Parse the text form into a GHashTable of key -> value (both g_free'd by the

@@ -80,10 +80,6 @@ head -c 4096 /dev/urandom > "$T/afile.img"
 expect_refused "source is a file" "$MNT" "$TGT" -- \
     -o "target=$TGT,$OPTS" "$T/afile.img" "$MNT"
 
-# no target option at all
-expect_refused "missing target" "$MNT" "$SRC" -- \
-    -o "$OPTS" "$SRC" "$MNT"
-
 # target inside the source (missing: must not be created; existing and empty)
 expect_refused "target inside source (missing)" "$MNT" "$SRC" -- \
     -o "target=$SRC/inner,$OPTS" "$SRC" "$MNT"

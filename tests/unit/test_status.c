@@ -44,6 +44,8 @@ static void fill_two_images(struct status_snapshot *s)
     s->verify_differing_bytes = 65536;
     s->mirrored = "data, namespace, metadata";
     s->outside_writes = 3;
+    s->serving = g_strdup("/var/lib/images");
+    s->pivot_pause_ms = -1;
     s->n_images = 2;
     s->image = g_new0(struct image_status, 2);
     s->image[0] =
@@ -80,6 +82,8 @@ static const char expected_text[] = "phase: bulk\n"
                                     "verify_differing_bytes: 65536\n"
                                     "mirrored: data, namespace, metadata\n"
                                     "outside_writes: 3\n"
+                                    "serving: /var/lib/images\n"
+                                    "pivot_pause_ms: -1\n"
                                     "image: vm1/disk.img phase=ready size=1048576 "
                                     "copied=1048576 dirty=0 in_flight=0 granularity=4096\n"
                                     "image: vm 2.raw phase=bulk size=2097152 "
@@ -148,6 +152,8 @@ START_TEST(test_key_order)
         "verify_differing_bytes",
         "mirrored",
         "outside_writes",
+        "serving",
+        "pivot_pause_ms",
         "image",
         "image",
     };
@@ -186,10 +192,10 @@ START_TEST(test_text_escaping)
     text = status_format_text(&s);
     lines = g_strsplit(text, "\n", -1);
 
-    /* 28 keys + 2 images: an embedded newline must not add a line. */
-    ck_assert_uint_eq(g_strv_length(lines), 31);
+    /* 30 keys + 2 images: an embedded newline must not add a line. */
+    ck_assert_uint_eq(g_strv_length(lines), 33);
     ck_assert_str_eq(lines[16], "last_error: write: No space\\nleft \\\\ on device");
-    ck_assert_str_eq(lines[29], "image: evil\\nphase: failed \"q\" 'x'\\\\ phase=bulk "
+    ck_assert_str_eq(lines[31], "image: evil\\nphase: failed \"q\" 'x'\\\\ phase=bulk "
                                 "size=2097152 copied=0 dirty=2031616 in_flight=65536 "
                                 "granularity=65536");
     /* The forged "phase: failed" must not reach the start of a line. */
@@ -333,8 +339,8 @@ START_TEST(test_parse_roundtrip)
     t = status_parse_text(text);
     ck_assert_ptr_nonnull(t);
 
-    /* 28 keys; the image lines are not in the table. */
-    ck_assert_uint_eq(g_hash_table_size(t), 28);
+    /* 30 keys; the image lines are not in the table. */
+    ck_assert_uint_eq(g_hash_table_size(t), 30);
     ck_assert(!g_hash_table_contains(t, "image"));
     ck_assert_str_eq(g_hash_table_lookup(t, "phase"), "bulk");
     ck_assert_str_eq(g_hash_table_lookup(t, "pid"), "4242");
