@@ -54,7 +54,7 @@ struct fs_inode {
     /* Path inside SOURCE ("" = top) under which it was last looked up, for
      * mirroring its metadata; NULL once that name is gone (another name of
      * a hard-linked file is not known: the completion audit covers it).
-     * job->ns_lock. */
+     * fs->ns_lock. */
     char *path;
     struct image *img;    /* regular files; set once, fs->lock */
 };

@@ -1335,6 +1335,19 @@ int mirror_flush_image(struct mirror_job *job, struct image *img)
     return rc;
 }
 
+static GPtrArray *images_snapshot(struct mirror_job *job);
+
+void mirror_preflush(struct mirror_job *job)
+{
+    pthread_mutex_lock(&job->lock);
+    g_autoptr(GPtrArray) imgs = images_snapshot(job);
+    pthread_mutex_unlock(&job->lock);
+    /* A failure here is the drain's to handle: it flushes again. */
+    for (guint i = 0; i < imgs->len; i++)
+        if (image_has_target(g_ptr_array_index(imgs, i)))
+            (void)mirror_flush_image(job, g_ptr_array_index(imgs, i));
+}
+
 /* Clear the crash-safe state of extents that have been clean and quiet for
  * quiet sweeps (one a second). */
 static void sweep_state(struct mirror_job *job, GPtrArray *imgs, unsigned quiet)

@@ -5,7 +5,7 @@
  * are in doc/design.md.  Threads: `workers` copy threads, one manager
  * (flushes, ready and completion, rate sampling), and the watcher of
  * writes behind the mount; FUSE threads call the mirror_* entry points.
- * Lock order: job->ns_lock, an image's io, job->lock, an image's lock.
+ * Lock order: fs.c's ns_lock, an image's io, job->lock, an image's lock.
  */
 #ifndef MIRRORFS_MIRROR_H
 #define MIRRORFS_MIRROR_H
@@ -95,7 +95,7 @@ struct mirror_job {
     volatile sig_atomic_t cancel_requested; /* mirror_request_cancel() */
 
     /* Writes to SOURCE that do not come through the mount (watch.c). */
-    int private_root_fd;   /* a private clone of SOURCE's mount, or -1 (main.c's) */
+    int private_root_fd;   /* a private clone of SOURCE's mount, or -1 (mount.c's) */
     struct watch *watch;   /* NULL when not watched */
     int outside_lost;      /* atomic: events were lost: compare every image */
     dev_t source_dev;      /* the file system the watch covers */
@@ -147,6 +147,9 @@ int mirror_finish(struct mirror_job *job, enum mirror_end how);
  * unpaused job with a directory target.  0, or -EINVAL with *err set to
  * one line (also shown as the job's last error). */
 int mirror_pivot_check(struct mirror_job *job, char **err);
+/* Flush every image's target copy while the guests still run, so that
+ * the flush of a pivot (with the guests held) has little left to write. */
+void mirror_preflush(struct mirror_job *job);
 /* Completed, failed or cancelled: nothing more will be copied. */
 bool mirror_is_over(struct mirror_job *job);
 void mirror_set_last_error(struct mirror_job *job, const char *msg);

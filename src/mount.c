@@ -506,6 +506,10 @@ static int pivot(struct mount *m, char **err)
     if (mirror_pivot_check(job, &perr) < 0)
         return refuse(m, err, g_steal_pointer(&perr));
     to = g_strdup(job->target->description);
+    /* What the target holds already is made durable before the guests
+     * are held: the flush under the hold then writes only what came
+     * since. */
+    mirror_preflush(job);
     uint64_t t0 = now_ns();
     if (fs_hold(m->fs, HOLD_TIMEOUT_NS) < 0)
         return refuse(m, err, g_strdup("pivot: guest requests still in flight after 30 s; "

@@ -15,7 +15,7 @@
  * the entry, with calls that do not follow it.  An entry of the wrong type
  * is removed and made again from the source, never followed.
  *
- * Threads: callers serialise (the job's ns_lock during the run; the drain
+ * Threads: callers serialise (fs.c's ns_lock during the run; the drain
  * and the start-up have no guests).
  */
 #ifndef MIRRORFS_NS_H

@@ -4,7 +4,7 @@
  * `--name=value`.  options_parse() consumes mirrorfs's own options and the
  * SOURCE argument from a struct fuse_args, validates them, and leaves the
  * rest (MOUNTPOINT and the FUSE options) in args for fuse_parse_cmdline()
- * and fuse_session_new().  No file system access: path checks are main.c's.
+ * and fuse_session_new().  No file system access: path checks are main.c's and mount.c's.
  */
 #ifndef MIRRORFS_OPTIONS_H
 #define MIRRORFS_OPTIONS_H
@@ -39,7 +39,7 @@ enum open_writers { OPEN_WRITERS_REFUSE, OPEN_WRITERS_VERIFY };
 struct mirror_options {
     char *source;    /* as given (g_free) */
     char *target;    /* as given (g_free); NULL when missing */
-    char *state_dir; /* NULL: derived from the paths by main.c */
+    char *state_dir; /* NULL: the mount's, derived from the paths by main.c */
     uint64_t granularity; /* 0: auto, chosen per image */
     uint64_t buf_size;
     uint64_t speed; /* bytes/s, 0 = unlimited */
