@@ -7,7 +7,7 @@ set -euo pipefail
 MIRRORFS_PACKAGES=(
     build-essential autoconf automake pkg-config
     libfuse3-dev fuse3 libglib2.0-dev libjson-glib-dev check
-    fio qemu-utils python3 util-linux kmod acl perl
+    fio qemu-utils python3 util-linux kmod acl perl e2fsprogs
     libnbd-dev libnbd-bin nbdkit qemu-system-common
 )
 
