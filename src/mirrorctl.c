@@ -708,6 +708,13 @@ static int cmd_wait(int argc, char **argv)
             rc = EXIT_FAILED;
             break;
         }
+        if (phase_is(t, "idle") || phase_is(t, "pivoted")) {
+            /* No job: nothing would ever change the phase. */
+            fprintf(stderr, "mirrorctl: %s: no mirror job runs (phase %s, serving %s)\n", mnt,
+                    get_str(t, "phase"), get_str(t, "serving"));
+            rc = EXIT_USAGE;
+            break;
+        }
         if (now_ns() >= deadline) {
             fprintf(stderr, "mirrorctl: %s: timed out waiting for %s (phase: %s)\n", mnt,
                     a.wait_for == WAIT_READY ? "ready" : "completed",

@@ -514,6 +514,7 @@ static int pivot(struct mount *m, char **err)
     if (fs_hold(m->fs, HOLD_TIMEOUT_NS) < 0)
         return refuse(m, err, g_strdup("pivot: guest requests still in flight after 30 s; "
                                        "nothing changed"));
+    uint64_t held = now_ns();
     /* Checked again with the guests held: a pause or a failure may have
      * come meanwhile. */
     if (mirror_pivot_check(job, &perr) < 0) {
@@ -564,8 +565,13 @@ static int pivot(struct mount *m, char **err)
     m->private_root = new_private;
     if (old_private >= 0)
         close(old_private);
-    mount_event(m, "pivoted", "%s pause_ms=%" G_GINT64_FORMAT " drain_ms=%" G_GUINT64_FORMAT, to,
-                m->pivot_pause_ms, (drained - t0) / 1000000);
+    /* Where the pause went: waiting for requests in flight, the drain
+     * (copy, audit, flush, sync), the switch (opens, record, dup3). */
+    mount_event(m, "pivoted",
+                "%s pause_ms=%" G_GINT64_FORMAT " inflight_ms=%" G_GUINT64_FORMAT
+                " drain_ms=%" G_GUINT64_FORMAT " switch_ms=%" G_GINT64_FORMAT,
+                to, m->pivot_pause_ms, (held - t0) / 1000000, (drained - held) / 1000000,
+                m->pivot_pause_ms - (int64_t)((drained - t0) / 1000000));
     mount_log(m, LOG_INFO, "pivoted to %s: guests held %" G_GINT64_FORMAT " ms", to,
               m->pivot_pause_ms);
     return 0;

@@ -256,6 +256,9 @@ wait_mounted
 assert_eq "$(status_get phase)" idle "(f) phase without a target"
 ctl pivot "$MNT" 2>"$T/f.err" && fail "(f) pivot accepted on an idle mount"
 grep -q "no mirror job" "$T/f.err" || fail "(f) refusal when idle: $(cat "$T/f.err")"
+ctl wait --ready --timeout 5 "$MNT" 2>"$T/f.err"
+assert_eq "$?" 1 "(f) mirrorctl wait on an idle mount"
+grep -q "no mirror job runs (phase idle" "$T/f.err" || fail "(f) wait when idle: $(cat "$T/f.err")"
 echo idle-write >"$MNT/sub/w" || fail "(f) write while idle"
 [ -e "$SRC/sub/w" ] || fail "(f) the idle mount is not a passthrough"
 T1=$T/f/t1 T2=$T/f/t2
