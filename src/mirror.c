@@ -780,8 +780,10 @@ int mirror_job_start_target(struct mirror_job *job, char **err)
         }
     }
     /* The names made on the target are durable before any guest runs: a
-     * target that cannot even do that is refused at start. */
-    rc = target_sync_all(target);
+     * target that cannot even do that is refused at start.  Only the names:
+     * the image data that is there already is flushed before its image is
+     * ready, and the completion ends with a sync of everything. */
+    rc = target_sync_names(target);
     if (rc < 0)
         *err = g_strdup_printf("target: cannot sync: %s", g_strerror(-rc));
     return rc;
