@@ -222,6 +222,15 @@ static int ft_sync_all(struct target *t)
     return syncfs(ft_dirfd(t)) < 0 ? -errno : 0;
 }
 
+/* fsync of every directory of the tree: syncfs would also write back
+ * everything else dirty on the file system, a source on it included (a
+ * source that a guest has just written: 1.3 s per 2 GiB before the first
+ * pass could start). */
+static int ft_sync_names(struct target *t)
+{
+    return tree_sync_dirs(ft_dirfd(t), "");
+}
+
 static void ft_destroy(struct target *t)
 {
     struct file_target *ft = (struct file_target *)t;
@@ -246,6 +255,7 @@ static const struct target_ops file_target_ops = {
     .fd = ft_fd,
     .tree_fd = ft_tree_fd,
     .sync_all = ft_sync_all,
+    .sync_names = ft_sync_names,
     .destroy = ft_destroy,
 };
 

@@ -84,6 +84,11 @@ int target_sync_all(struct target *t)
     return t->ops->sync_all(t);
 }
 
+int target_sync_names(struct target *t)
+{
+    return t->ops->sync_names ? t->ops->sync_names(t) : t->ops->sync_all(t);
+}
+
 void target_destroy(struct target *t)
 {
     if (t)

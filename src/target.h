@@ -57,6 +57,9 @@ struct target_ops {
     int (*tree_fd)(struct target *t);
     /* Make everything done so far durable (files and directory entries). */
     int (*sync_all)(struct target *t);
+    /* Optional: make the names made so far durable (directory entries);
+     * without it, sync_all. */
+    int (*sync_names)(struct target *t);
     void (*destroy)(struct target *t);
 };
 
@@ -89,6 +92,9 @@ int target_image_fd(struct target_image *ti);
 /* The root of the target's tree, or -EOPNOTSUPP (no namespace). */
 int target_tree_fd(struct target *t);
 int target_sync_all(struct target *t);
+/* The names made so far are durable (the backend's sync_names, or
+ * sync_all). */
+int target_sync_names(struct target *t);
 /* NULL is accepted. */
 void target_destroy(struct target *t);
 

@@ -171,6 +171,59 @@ int tree_remove(int dirfd, const char *name)
     return rc;
 }
 
+/* fd: a directory opened O_RDONLY.  Its subdirectories first, then itself;
+ * one fd per level (the names are read before descending). */
+static int sync_dir_fd(int fd)
+{
+    int dup_fd = dup(fd);
+    DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
+    g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+    struct dirent *de;
+    int rc = 0;
+
+    if (!d) {
+        rc = -errno;
+        if (dup_fd >= 0)
+            close(dup_fd);
+        return rc;
+    }
+    while ((errno = 0, de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (de->d_type == DT_DIR || de->d_type == DT_UNKNOWN)
+            g_ptr_array_add(names, g_strdup(de->d_name));
+    }
+    if (errno != 0)
+        rc = -errno;
+    closedir(d);
+    for (guint i = 0; rc == 0 && i < names->len; i++) {
+        int sub = openat(fd, g_ptr_array_index(names, i),
+                         O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0) {
+            /* Not a directory (DT_UNKNOWN), a symlink, or gone since. */
+            if (errno != ENOTDIR && errno != ELOOP && errno != ENOENT)
+                rc = -errno;
+            continue;
+        }
+        rc = sync_dir_fd(sub);
+        close(sub);
+    }
+    if (rc == 0 && fsync(fd) < 0)
+        rc = -errno;
+    return rc;
+}
+
+int tree_sync_dirs(int root, const char *rel)
+{
+    int fd = tree_open_dir(root, rel, O_RDONLY | O_DIRECTORY);
+
+    if (fd < 0)
+        return fd;
+    int rc = sync_dir_fd(fd);
+    close(fd);
+    return rc;
+}
+
 char *tree_proc_path(int fd, const char *name)
 {
     return name ? g_strdup_printf("/proc/self/fd/%d/%s", fd, name)

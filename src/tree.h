@@ -36,6 +36,11 @@ int tree_open_parent(int root, const char *rel, bool create, const char **leaf);
  * everything below it.  Missing is not an error. */
 int tree_remove(int dirfd, const char *name);
 
+/* fsync the directory rel beneath root and every directory below it (never
+ * through a symlink): the names they hold are then durable, without the
+ * write-back of every other file on the file system that syncfs does. */
+int tree_sync_dirs(int root, const char *rel);
+
 /* The entry name of dirfd, not followed (fstatat AT_SYMLINK_NOFOLLOW). */
 int tree_lstat(int dirfd, const char *name, struct stat *st);
 

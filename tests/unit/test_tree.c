@@ -188,6 +188,29 @@ START_TEST(test_remove_does_not_follow)
 }
 END_TEST
 
+/* Syncing the directories of a tree: every type of entry is passed over
+ * but directories, a symlink to a directory is not entered, and a symlink
+ * where the starting directory should be is refused. */
+START_TEST(test_sync_dirs)
+{
+    ck_assert_int_eq(mkdirat(root, "a", 0755), 0);
+    ck_assert_int_eq(mkdirat(root, "a/b", 0755), 0);
+    ck_assert_int_eq(mkdirat(root, "a/b/c", 0755), 0);
+    ck_assert_int_eq(mknodat(root, "a/b/fifo", S_IFIFO | 0600, 0), 0);
+    int fd = openat(root, "a/f", O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ck_assert_int_ge(fd, 0);
+    close(fd);
+    ck_assert_int_eq(symlinkat(outside, root, "a/b/out"), 0);
+    ck_assert_int_eq(symlinkat(outside, root, "L"), 0);
+    ck_assert_int_eq(tree_sync_dirs(root, ""), 0);
+    ck_assert_int_eq(tree_sync_dirs(root, "a/b"), 0);
+    ck_assert(refused(tree_sync_dirs(root, "L")));
+    ck_assert(refused(tree_sync_dirs(root, "a/b/out")));
+    ck_assert_int_eq(tree_sync_dirs(root, "missing"), -ENOENT);
+    ck_assert(outside_is_empty());
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tree");
@@ -203,6 +226,7 @@ int main(void)
     tcase_add_test(tc, test_wrong_type_replaced);
     tcase_add_test(tc, test_longer_than_path_max);
     tcase_add_test(tc, test_remove_does_not_follow);
+    tcase_add_test(tc, test_sync_dirs);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
