@@ -1565,10 +1565,12 @@ static void manager_draining(struct mirror_job *job, GPtrArray *imgs)
     if (job->ns && !audit_tree(job))
         return;
     /* Every image was flushed without error just now; this makes the names
-     * durable.  Its error may also be an old one of data that was flushed
-     * again since, so it gets the policy and another try (a second syncfs
-     * reports only errors new since the first). */
-    int rc = target_sync_all(job->target);
+     * and the metadata the audit set durable: for a directory target an
+     * fsync of every directory and file of the tree (not syncfs, whose
+     * cost is the whole file system's dirty data, other programs' too).
+     * Its error may also be an old one of data that was flushed again
+     * since, so it gets the policy and another try. */
+    int rc = target_sync_tree(job->target);
     if (rc < 0) {
         g_autofree char *msg = g_strdup_printf("cannot sync the target: %s", g_strerror(-rc));
         flush_failed(job, msg);

@@ -231,6 +231,15 @@ static int ft_sync_names(struct target *t)
     return tree_sync_dirs(ft_dirfd(t), "");
 }
 
+/* fsync of every directory and regular file of the tree: what syncfs
+ * would make durable of it, without writing back every other dirty file of
+ * the file system (a busy neighbour's made a pivot's pause 0.3-1.4 s
+ * instead of tens of ms). */
+static int ft_sync_tree(struct target *t)
+{
+    return tree_sync_all(ft_dirfd(t), "");
+}
+
 static void ft_destroy(struct target *t)
 {
     struct file_target *ft = (struct file_target *)t;
@@ -256,6 +265,7 @@ static const struct target_ops file_target_ops = {
     .tree_fd = ft_tree_fd,
     .sync_all = ft_sync_all,
     .sync_names = ft_sync_names,
+    .sync_tree = ft_sync_tree,
     .destroy = ft_destroy,
 };
 

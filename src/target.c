@@ -89,6 +89,11 @@ int target_sync_names(struct target *t)
     return t->ops->sync_names ? t->ops->sync_names(t) : t->ops->sync_all(t);
 }
 
+int target_sync_tree(struct target *t)
+{
+    return t->ops->sync_tree ? t->ops->sync_tree(t) : t->ops->sync_all(t);
+}
+
 void target_destroy(struct target *t)
 {
     if (t)

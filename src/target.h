@@ -60,6 +60,10 @@ struct target_ops {
     /* Optional: make the names made so far durable (directory entries);
      * without it, sync_all. */
     int (*sync_names)(struct target *t);
+    /* Optional: make everything of the mirror durable (its files, their
+     * metadata, the names) without the rest of the file system; without
+     * it, sync_all. */
+    int (*sync_tree)(struct target *t);
     void (*destroy)(struct target *t);
 };
 
@@ -95,6 +99,9 @@ int target_sync_all(struct target *t);
 /* The names made so far are durable (the backend's sync_names, or
  * sync_all). */
 int target_sync_names(struct target *t);
+/* Everything the mirror wrote is durable (the backend's sync_tree, or
+ * sync_all): the completion's last step. */
+int target_sync_tree(struct target *t);
 /* NULL is accepted. */
 void target_destroy(struct target *t);
 

@@ -171,9 +171,33 @@ int tree_remove(int dirfd, const char *name)
     return rc;
 }
 
-/* fd: a directory opened O_RDONLY.  Its subdirectories first, then itself;
- * one fd per level (the names are read before descending). */
-static int sync_dir_fd(int fd)
+/* fsync the regular file name in dir (not waiting for a FIFO, never
+ * opening a device); 0 when it is not a regular file or gone. */
+static int sync_file(int dir, const char *name)
+{
+    struct stat st;
+    int fd = openat(dir, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOATIME | O_CLOEXEC | O_PATH);
+
+    if (fd < 0)
+        return errno == ENOENT || errno == ELOOP ? 0 : -errno;
+    int rc = fstat(fd, &st) < 0 ? -errno : 0;
+    if (rc == 0 && S_ISREG(st.st_mode)) {
+        g_autofree char *proc = tree_proc_path(fd, NULL);
+        int rfd = open(proc, O_RDONLY | O_NOATIME | O_CLOEXEC);
+        if (rfd < 0 && errno == EPERM)
+            rfd = open(proc, O_RDONLY | O_CLOEXEC);
+        rc = rfd < 0 ? -errno : fsync(rfd) < 0 ? -errno : 0;
+        if (rfd >= 0)
+            close(rfd);
+    }
+    close(fd);
+    return rc;
+}
+
+/* fd: a directory opened O_RDONLY.  Its subdirectories first (and with
+ * files its regular files), then itself; one fd per level (the names are
+ * read before descending). */
+static int sync_dir_fd(int fd, bool files)
 {
     int dup_fd = dup(fd);
     DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
@@ -190,22 +214,30 @@ static int sync_dir_fd(int fd)
     while ((errno = 0, de = readdir(d)) != NULL) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
-        if (de->d_type == DT_DIR || de->d_type == DT_UNKNOWN)
+        if (de->d_type == DT_DIR || de->d_type == DT_UNKNOWN ||
+            (files && de->d_type == DT_REG))
             g_ptr_array_add(names, g_strdup(de->d_name));
     }
     if (errno != 0)
         rc = -errno;
     closedir(d);
     for (guint i = 0; rc == 0 && i < names->len; i++) {
+        /* O_NOATIME: reading a directory must not move the access time
+         * the audit set (root may; anyone else on their own files). */
         int sub = openat(fd, g_ptr_array_index(names, i),
+                         O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+        if (sub < 0 && errno == EPERM)
+            sub = openat(fd, g_ptr_array_index(names, i),
                          O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (sub < 0) {
-            /* Not a directory (DT_UNKNOWN), a symlink, or gone since. */
-            if (errno != ENOTDIR && errno != ELOOP && errno != ENOENT)
+            /* Not a directory (a file, DT_UNKNOWN), a symlink, or gone. */
+            if (errno == ENOTDIR && files)
+                rc = sync_file(fd, g_ptr_array_index(names, i));
+            else if (errno != ENOTDIR && errno != ELOOP && errno != ENOENT)
                 rc = -errno;
             continue;
         }
-        rc = sync_dir_fd(sub);
+        rc = sync_dir_fd(sub, files);
         close(sub);
     }
     if (rc == 0 && fsync(fd) < 0)
@@ -215,11 +247,26 @@ static int sync_dir_fd(int fd)
 
 int tree_sync_dirs(int root, const char *rel)
 {
-    int fd = tree_open_dir(root, rel, O_RDONLY | O_DIRECTORY);
+    int fd = tree_open_dir(root, rel, O_RDONLY | O_DIRECTORY | O_NOATIME);
 
+    if (fd == -EPERM)
+        fd = tree_open_dir(root, rel, O_RDONLY | O_DIRECTORY);
     if (fd < 0)
         return fd;
-    int rc = sync_dir_fd(fd);
+    int rc = sync_dir_fd(fd, false);
+    close(fd);
+    return rc;
+}
+
+int tree_sync_all(int root, const char *rel)
+{
+    int fd = tree_open_dir(root, rel, O_RDONLY | O_DIRECTORY | O_NOATIME);
+
+    if (fd == -EPERM)
+        fd = tree_open_dir(root, rel, O_RDONLY | O_DIRECTORY);
+    if (fd < 0)
+        return fd;
+    int rc = sync_dir_fd(fd, true);
     close(fd);
     return rc;
 }

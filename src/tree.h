@@ -40,6 +40,11 @@ int tree_remove(int dirfd, const char *name);
  * through a symlink): the names they hold are then durable, without the
  * write-back of every other file on the file system that syncfs does. */
 int tree_sync_dirs(int root, const char *rel);
+/* The same, and every regular file too: what the tree holds is durable,
+ * data, names and the metadata of its files and directories (of a
+ * symlink, FIFO or device node only as far as its directory's fsync
+ * carries it: on ext4 and XFS, with the journal). */
+int tree_sync_all(int root, const char *rel);
 
 /* The entry name of dirfd, not followed (fstatat AT_SYMLINK_NOFOLLOW). */
 int tree_lstat(int dirfd, const char *name, struct stat *st);

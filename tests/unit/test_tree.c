@@ -211,6 +211,36 @@ START_TEST(test_sync_dirs)
 }
 END_TEST
 
+/* Syncing all of a tree: files, FIFOs (never waited for) and symlinks
+ * pass, nothing outside is touched, and no access time moves (the audit
+ * set them before this last step). */
+START_TEST(test_sync_all)
+{
+    struct stat before, after;
+    struct timespec old[2] = {{1000000, 0}, {1000000, 0}};
+
+    ck_assert_int_eq(mkdirat(root, "a", 0755), 0);
+    ck_assert_int_eq(mkdirat(root, "a/b", 0755), 0);
+    ck_assert_int_eq(mknodat(root, "a/b/fifo", S_IFIFO | 0600, 0), 0);
+    int fd = openat(root, "a/b/f", O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(write(fd, "data", 4), 4);
+    close(fd);
+    ck_assert_int_eq(symlinkat(outside, root, "a/out"), 0);
+    /* Old access times: relatime would move them on any read. */
+    ck_assert_int_eq(utimensat(root, "a/b", old, 0), 0);
+    ck_assert_int_eq(utimensat(root, "a/b/f", old, 0), 0);
+    ck_assert_int_eq(fstatat(root, "a/b", &before, 0), 0);
+    ck_assert_int_eq(tree_sync_all(root, ""), 0);
+    ck_assert_int_eq(fstatat(root, "a/b", &after, 0), 0);
+    ck_assert_int_eq(after.st_atim.tv_sec, before.st_atim.tv_sec);
+    ck_assert_int_eq(fstatat(root, "a/b/f", &after, 0), 0);
+    ck_assert_int_eq(after.st_atim.tv_sec, 1000000);
+    ck_assert(refused(tree_sync_all(root, "a/out")));
+    ck_assert(outside_is_empty());
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("tree");
@@ -227,6 +257,7 @@ int main(void)
     tcase_add_test(tc, test_longer_than_path_max);
     tcase_add_test(tc, test_remove_does_not_follow);
     tcase_add_test(tc, test_sync_dirs);
+    tcase_add_test(tc, test_sync_all);
     suite_add_tcase(s, tc);
     sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
