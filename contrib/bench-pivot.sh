@@ -90,6 +90,9 @@ series() { # series NAME: ROUNDS pivots, the pauses on stdout
         fi
         "$MIRRORCTL" pivot "$W/mnt" >/dev/null || die "pivot refused: $(status_get last_error)"
         status_get pivot_pause_ms
+        # Where it went (the pivoted event): in flight, drain, switch.
+        log "$1 $r: $(dd if="$W/mnt/.mirror/events" iflag=nonblock status=none 2>/dev/null |
+            grep ' pivoted ' | tail -n 1 | cut -d' ' -f4-)"
         rm -rf "$W/t-$1-$((r - 1))"
     done
 }

@@ -16,8 +16,9 @@
 #     qemu-storage-daemon's FUSE export, (d) through passthrough_hp, and
 #     (e) through mirrorfs while the first pass is still running (a second,
 #     bigger image in its source directory and -o speed=BENCH_SPEED_E keep it
-#     running for the whole fio run; started afresh for each of its cells).
-#     (b) to (d) stay mounted side by side for the whole part.  mirrorfs
+#     running for the whole fio run; started afresh for each of its cells),
+#     (f) through mirrorfs after a pivot (the job's target served, no job).
+#     (b) to (d) and (f) stay mounted side by side for the whole part.  mirrorfs
 #     gets -o threads=N and passthrough_hp --num-threads=N, with the same N;
 #  2. the first pass of a big image of random data, twice: cold (caches
 #     dropped before each copy) and warm (the source rewritten with dd just
@@ -335,11 +336,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 cd "$W" # fio and friends drop state files in the working directory
 
-# Space.  Part 1: five copies of the image, the target of (b) and that of
-# (e) (up to both of its images), and the big image.  Part 2: the big image,
+# Space.  Part 1: six copies of the image, the targets of (b) and (f) and
+# that of (e) (up to both of its images), and the big image.  Part 2: the big image,
 # its source copy and one target at a time.  Part 1's files go before part 2.
 img_b=$(numfmt --from=iec "$IMG_SIZE") big_b=$(numfmt --from=iec "$BIG_SIZE")
-p1_b=$((img_b * 7 + big_b * 2)) p2_b=$((big_b * 3))
+p1_b=$((img_b * 9 + big_b * 2)) p2_b=$((big_b * 3))
 need_mib=$(( (p1_b > p2_b ? p1_b : p2_b) / 1048576 + 2048 ))
 have_mib=$(df -Pm "$W" | awk 'NR == 2 { print $4 }')
 [ "$have_mib" -ge "$need_mib" ] || die "$W: $have_mib MiB free, need about $need_mib MiB"
@@ -622,7 +623,7 @@ wait_settled() {
 # ---- part 1: guest I/O ----------------------------------------------------------
 
 P1_SETUPS=()
-B_PID="" B_MNT=""
+B_PID="" B_MNT="" F_PID=""
 
 # p1_cell SETUP ROUND WORKLOAD
 p1_cell() {
@@ -635,6 +636,7 @@ p1_cell() {
             ;;
         c) fio_cell c "$run" "$wl" "$W/p1/qsd-export.img" "$W/p1/c/test.img" ;;
         d) fio_cell d "$run" "$wl" "$W/p1/mntD/test.img" "$W/p1/srcD/test.img" ;;
+        f) fio_cell f "$run" "$wl" "$W/p1/mntF/test.img" "$W/p1/tgtF/test.img" ;;
         e)
             # A fresh first pass for each cell, so that it runs through fio.
             rm -rf "$W/p1/tgtE" "$W/p1/stateE"
@@ -659,9 +661,9 @@ part1() {
     local run wl s d d_pid=""
     P1_SETUPS=(a b c)
     [ -n "$PTHP" ] && P1_SETUPS+=(d)
-    P1_SETUPS+=(e)
+    P1_SETUPS+=(e f)
     log "part 1: guest I/O, $IMG_SIZE images, ${FIO_RUNTIME}s per cell, $RUNS round(s) over ${P1_SETUPS[*]}, $THREADS FUSE threads"
-    for d in a srcB c srcD srcE; do
+    for d in a srcB c srcD srcE srcF; do
         mkdir -p "$W/p1/$d"
         cp "$W/img/test.img" "$W/p1/$d/test.img"
     done
@@ -672,6 +674,13 @@ part1() {
     start_mirrorfs B "$W/p1/srcB" "$B_MNT" "$W/p1/tgtB" "$W/p1/stateB" "threads=$THREADS"
     B_PID=$MF_PID
     "$MIRRORCTL" wait --ready --timeout 300 "$B_MNT" >&2 || die "mirrorfs (b) never got ready"
+    # (f): a job that pivoted: the mount now serves its target, no job.
+    start_mirrorfs F "$W/p1/srcF" "$W/p1/mntF" "$W/p1/tgtF" "$W/p1/stateF" "threads=$THREADS"
+    F_PID=$MF_PID
+    "$MIRRORCTL" wait --ready --timeout 300 "$W/p1/mntF" >&2 || die "mirrorfs (f) never got ready"
+    "$MIRRORCTL" pivot "$W/p1/mntF" >&2 || die "mirrorfs (f) did not pivot"
+    record f.pause 0 "$(status_get "$W/p1/mntF" pivot_pause_ms)"
+    rm -f "$W/p1/srcF/test.img"
     start_qsd_export "$W/p1/c/test.img" "$W/p1/qsd-export.img"
     if [ -n "$PTHP" ]; then
         start_pthp "$W/p1/srcD" "$W/p1/mntD"
@@ -696,6 +705,7 @@ part1() {
     fi
     stop_qsd
     unmount_wait "$B_MNT" "$B_PID" 0 "mirrorfs (b)"
+    unmount_wait "$W/p1/mntF" "$F_PID" 0 "mirrorfs (f)"
     rm -rf "$W/p1"
 }
 
@@ -888,21 +898,23 @@ report() {
         echo "   (c) qemu-storage-daemon FUSE export (cache.direct=off)"
         echo "   (d) passthrough_hp --nocache --num-threads=$THREADS$([ -n "$PTHP" ] || echo ' (not built: left out)')"
         echo "   (e) mirrorfs -o threads=$THREADS during the first pass: source dir also holds a $BIG_SIZE image, -o speed=$SPEED_E"
-        echo "   (b)-(d) mounted side by side for the whole part; (e) mounted afresh for each of its cells"
-        printf '   %-20s %-6s %8s %8s %8s %8s %8s %6s %6s %6s %6s\n' workload unit "(a)" "(b)" "(c)" "(d)" "(e)" \
-            "b/d" "b/c" "b/a" "e/b"
+        echo "   (f) mirrorfs -o threads=$THREADS after a pivot: serving the job's target, no job (pause $(fmt "$(median f.pause)" 0) ms)"
+        echo "   (b)-(d), (f) mounted side by side for the whole part; (e) mounted afresh for each of its cells"
+        printf '   %-20s %-6s %8s %8s %8s %8s %8s %8s %6s %6s %6s %6s %6s\n' workload unit "(a)" "(b)" "(c)" "(d)" "(e)" \
+            "(f)" "b/d" "b/c" "b/a" "e/b" "f/d"
         for wl in "${WL_KEYS[@]}"; do
             unit=${WL_UNIT[$wl]}
             fmtv=fmtk
             [ "$unit" = MiB/s ] && fmtv="fmt_0"
-            printf '   %-20s %-6s %8s %8s %8s %8s %8s %5sx %5sx %5sx %5sx\n' "${WL_NAME[$wl]}" "$unit" \
+            printf '   %-20s %-6s %8s %8s %8s %8s %8s %8s %5sx %5sx %5sx %5sx %5sx\n' "${WL_NAME[$wl]}" "$unit" \
                 "$($fmtv "$(median "fio.a.$wl")")" "$($fmtv "$(median "fio.b.$wl")")" \
                 "$($fmtv "$(median "fio.c.$wl")")" "$($fmtv "$(median "fio.d.$wl")")" \
-                "$($fmtv "$(median "fio.e.$wl")")" \
+                "$($fmtv "$(median "fio.e.$wl")")" "$($fmtv "$(median "fio.f.$wl")")" \
                 "$(fmt "$(ratio "fio.b.$wl" "fio.d.$wl")" 2)" \
                 "$(fmt "$(ratio "fio.b.$wl" "fio.c.$wl")" 2)" \
                 "$(fmt "$(ratio "fio.b.$wl" "fio.a.$wl")" 2)" \
-                "$(fmt "$(ratio "fio.e.$wl" "fio.b.$wl")" 2)"
+                "$(fmt "$(ratio "fio.e.$wl" "fio.b.$wl")" 2)" \
+                "$(fmt "$(ratio "fio.f.$wl" "fio.d.$wl")" 2)"
         done
         echo "   per-round ratios, in round order:"
         for wl in "${WL_KEYS[@]}"; do
