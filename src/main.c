@@ -246,7 +246,10 @@ int main(int argc, char *argv[])
     /* A pivot of an earlier run with this state_dir: its target is what
      * the guests use now, whatever the options say (doc/design.md, "The
      * pivot"). */
-    serving = mount_recorded_serving(state_dir, src, &pivoted);
+    g_clear_pointer(&err, g_free);
+    serving = mount_recorded_serving(state_dir, src, &pivoted, &err);
+    if (!serving)
+        die("%s", err);
     if (pivoted)
         fprintf(stderr, "mirrorfs: %s was pivoted to %s (recorded in %s/pivot): serving it%s\n",
                 src, serving, state_dir, opts.target ? ", no job started" : "");

@@ -92,7 +92,8 @@ static void test_stop(const char *where)
 
 /* ---- the pivot record ------------------------------------------------------ */
 
-char *mount_recorded_serving(const char *state_dir, const char *origin, bool *pivoted)
+char *mount_recorded_serving(const char *state_dir, const char *origin, bool *pivoted,
+                             char **err)
 {
     g_autofree char *path = g_build_filename(state_dir, PIVOT_RECORD, NULL);
     g_autoptr(GKeyFile) kf = g_key_file_new();
@@ -100,13 +101,25 @@ char *mount_recorded_serving(const char *state_dir, const char *origin, bool *pi
     struct stat st;
 
     *pivoted = false;
+    *err = NULL;
     if (!g_key_file_load_from_file(kf, path, G_KEY_FILE_NONE, NULL))
         return g_strdup(origin);
     rec_origin = g_key_file_get_string(kf, "pivot", "origin", NULL);
     serving = g_key_file_get_string(kf, "pivot", "serving", NULL);
-    if (!rec_origin || !serving || strcmp(rec_origin, origin) != 0 || stat(serving, &st) < 0 ||
-        !S_ISDIR(st.st_mode))
+    if (!rec_origin || strcmp(rec_origin, origin) != 0)
         return g_strdup(origin);
+    /* The guests' newest data is where the record points: never fall back
+     * to the old source in silence. */
+    const char *why = !serving                   ? "missing"
+                      : stat(serving, &st) < 0     ? g_strerror(errno)
+                      : !S_ISDIR(st.st_mode)       ? "not a directory"
+                                                   : NULL;
+    if (why) {
+        *err = g_strdup_printf("%s says %s was pivoted to %s (%s): bring it back, or "
+                               "remove the record to serve %s again",
+                               path, origin, serving ? serving : "(nothing)", why, origin);
+        return NULL;
+    }
     *pivoted = true;
     return g_steal_pointer(&serving);
 }

@@ -50,8 +50,10 @@ struct mount {
 
 /* What the mount serves at start: SOURCE, or the target recorded by a
  * pivot of an earlier run with the same state_dir (then *pivoted).  A
- * record of another origin is ignored.  g_free() the result. */
-char *mount_recorded_serving(const char *state_dir, const char *origin, bool *pivoted);
+ * record of another origin is ignored; one whose target is gone is an
+ * error (NULL, *err set to one line).  g_free() the result. */
+char *mount_recorded_serving(const char *state_dir, const char *origin, bool *pivoted,
+                             char **err);
 
 struct mount *mount_new(const char *origin, const char *serving, bool pivoted,
                         const char *mountpoint, const char *state_dir, bool foreground);

@@ -245,6 +245,14 @@ for stop in record switch after; do
     finish_mirror_within 5
     assert_result pivoted 0
 done
+# The recorded target gone: refused, never the stale source in silence.
+mv "$TGT" "$TGT.moved"
+"$MIRRORFS" -f -o "target=$TGT,state_dir=$STATE" "$SRC" "$MNT" >"$T/daemon.out" 2>"$T/daemon.err"
+assert_eq "$?" 1 "(e) start with the pivot's target gone"
+grep -q "was pivoted to $TGT (No such file or directory)" "$T/daemon.err" ||
+    fail "(e) refusal when the target is gone: $(cat "$T/daemon.err")"
+is_mounted "$MNT" && fail "(e) mounted although the pivot's target is gone"
+mv "$TGT.moved" "$TGT"
 
 # --- (f) an idle mount: mirror, pivot, mirror, pivot --------------------------------
 new_scenario f
