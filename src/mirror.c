@@ -56,15 +56,10 @@ static void job_log(struct mirror_job *job, int prio, const char *fmt, ...)
 static void job_log(struct mirror_job *job, int prio, const char *fmt, ...)
 {
     va_list ap;
-    g_autofree char *msg = NULL;
 
     va_start(ap, fmt);
-    msg = g_strdup_vprintf(fmt, ap);
+    log_line(job->foreground, prio, fmt, ap);
     va_end(ap);
-    if (job->foreground)
-        fprintf(stderr, "mirrorfs: %s\n", msg);
-    else
-        syslog(prio, "%s", msg);
 }
 
 static void set_last_error_locked(struct mirror_job *job, const char *msg)

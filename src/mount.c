@@ -34,15 +34,10 @@ static void mount_log(struct mount *m, int prio, const char *fmt, ...) G_GNUC_PR
 static void mount_log(struct mount *m, int prio, const char *fmt, ...)
 {
     va_list ap;
-    g_autofree char *msg = NULL;
 
     va_start(ap, fmt);
-    msg = g_strdup_vprintf(fmt, ap);
+    log_line(m->foreground, prio, fmt, ap);
     va_end(ap);
-    if (m->foreground)
-        fprintf(stderr, "mirrorfs: %s\n", msg);
-    else
-        syslog(prio, "%s", msg);
 }
 
 static void mount_event(struct mount *m, const char *kind, const char *fmt, ...)
@@ -178,6 +173,20 @@ struct mount *mount_new(const char *origin, const char *serving, bool pivoted,
     return m;
 }
 
+/* A job and what goes with it; any may be NULL (-1). */
+static void free_job(struct mirror_job *job, struct target *target, int src_fd,
+                     struct mirror_options *opts)
+{
+    mirror_job_free(job);
+    target_destroy(target);
+    if (src_fd >= 0)
+        close(src_fd);
+    if (opts) {
+        options_clear(opts);
+        g_free(opts);
+    }
+}
+
 /* Let the job go, with what it owns (its descriptors of the source among
  * them), once it is over and no guest request can reach it: taken out of
  * the mount under its lock (a status reader sees it or nothing), freed
@@ -195,15 +204,7 @@ static void drop_job(struct mount *m)
     m->job_opts = NULL;
     m->job_opts_owned = false;
     pthread_mutex_unlock(&m->lock);
-
-    mirror_job_free(job);
-    target_destroy(target);
-    if (src_fd >= 0)
-        close(src_fd);
-    if (opts) {
-        options_clear(opts);
-        g_free(opts);
-    }
+    free_job(job, target, src_fd, opts);
 }
 
 void mount_free(struct mount *m)
@@ -487,14 +488,7 @@ int mount_start_job(struct mount *m, struct mirror_options *o, bool owned, bool 
 fail:
     if (held)
         fs_unhold(m->fs);
-    mirror_job_free(job);
-    target_destroy(target);
-    if (src_fd >= 0)
-        close(src_fd);
-    if (owned) {
-        options_clear(o);
-        g_free(o);
-    }
+    free_job(job, target, src_fd, owned ? o : NULL);
     return rc < 0 ? rc : -EINVAL;
 }
 

@@ -126,12 +126,15 @@ int tree_lstat(int dirfd, const char *name, struct stat *st)
     return fstatat(dirfd, name, st, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 }
 
-/* Everything inside the directory fd (O_RDONLY), recursively. */
-static int empty_dir(int fd)
+/* The names in the directory fd (O_RDONLY) but "." and "..", read in full
+ * before anything changes (removing while reading may skip entries), or
+ * only those that may be directories (and regular files).  0 or -errno. */
+enum which_names { ALL_NAMES, DIR_NAMES, DIR_AND_FILE_NAMES };
+
+static int read_names(int fd, enum which_names which, GPtrArray *names)
 {
     int dup_fd = dup(fd);
     DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
-    g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
     struct dirent *de;
     int rc = 0;
 
@@ -141,13 +144,24 @@ static int empty_dir(int fd)
             close(dup_fd);
         return rc;
     }
-    /* Names first: removing while reading may skip entries. */
-    while ((errno = 0, de = readdir(d)) != NULL)
-        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+    while ((errno = 0, de = readdir(d)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (which == ALL_NAMES || de->d_type == DT_DIR || de->d_type == DT_UNKNOWN ||
+            (which == DIR_AND_FILE_NAMES && de->d_type == DT_REG))
             g_ptr_array_add(names, g_strdup(de->d_name));
+    }
     if (errno != 0)
         rc = -errno;
     closedir(d);
+    return rc;
+}
+
+/* Everything inside the directory fd (O_RDONLY), recursively. */
+static int empty_dir(int fd)
+{
+    g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
+    int rc = read_names(fd, ALL_NAMES, names);
     for (guint i = 0; rc == 0 && i < names->len; i++)
         rc = tree_remove(fd, g_ptr_array_index(names, i));
     return rc;
@@ -199,28 +213,8 @@ static int sync_file(int dir, const char *name)
  * read before descending). */
 static int sync_dir_fd(int fd, bool files)
 {
-    int dup_fd = dup(fd);
-    DIR *d = dup_fd >= 0 ? fdopendir(dup_fd) : NULL;
     g_autoptr(GPtrArray) names = g_ptr_array_new_with_free_func(g_free);
-    struct dirent *de;
-    int rc = 0;
-
-    if (!d) {
-        rc = -errno;
-        if (dup_fd >= 0)
-            close(dup_fd);
-        return rc;
-    }
-    while ((errno = 0, de = readdir(d)) != NULL) {
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-            continue;
-        if (de->d_type == DT_DIR || de->d_type == DT_UNKNOWN ||
-            (files && de->d_type == DT_REG))
-            g_ptr_array_add(names, g_strdup(de->d_name));
-    }
-    if (errno != 0)
-        rc = -errno;
-    closedir(d);
+    int rc = read_names(fd, files ? DIR_AND_FILE_NAMES : DIR_NAMES, names);
     for (guint i = 0; rc == 0 && i < names->len; i++) {
         /* O_NOATIME: reading a directory must not move the access time
          * the audit set (root may; anyone else on their own files). */
@@ -245,7 +239,7 @@ static int sync_dir_fd(int fd, bool files)
     return rc;
 }
 
-int tree_sync_dirs(int root, const char *rel)
+static int sync_tree(int root, const char *rel, bool files)
 {
     int fd = tree_open_dir(root, rel, O_RDONLY | O_DIRECTORY | O_NOATIME);
 
@@ -253,22 +247,19 @@ int tree_sync_dirs(int root, const char *rel)
         fd = tree_open_dir(root, rel, O_RDONLY | O_DIRECTORY);
     if (fd < 0)
         return fd;
-    int rc = sync_dir_fd(fd, false);
+    int rc = sync_dir_fd(fd, files);
     close(fd);
     return rc;
 }
 
+int tree_sync_dirs(int root, const char *rel)
+{
+    return sync_tree(root, rel, false);
+}
+
 int tree_sync_all(int root, const char *rel)
 {
-    int fd = tree_open_dir(root, rel, O_RDONLY | O_DIRECTORY | O_NOATIME);
-
-    if (fd == -EPERM)
-        fd = tree_open_dir(root, rel, O_RDONLY | O_DIRECTORY);
-    if (fd < 0)
-        return fd;
-    int rc = sync_dir_fd(fd, true);
-    close(fd);
-    return rc;
+    return sync_tree(root, rel, true);
 }
 
 char *tree_proc_path(int fd, const char *name)

@@ -4,9 +4,11 @@
 #include "util.h"
 
 #include <errno.h>
+#include <glib.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <syslog.h>
 #include <time.h>
 
 /* Binary suffixes in increasing order; index i means 1024^(i+1). */
@@ -158,4 +160,14 @@ bool path_is_within(const char *a, const char *b)
     if (strncmp(a, b, len) != 0)
         return false;
     return b[len] == '\0' || b[len] == '/';
+}
+
+void log_line(bool foreground, int prio, const char *fmt, va_list ap)
+{
+    g_autofree char *msg = g_strdup_vprintf(fmt, ap);
+
+    if (foreground)
+        fprintf(stderr, "mirrorfs: %s\n", msg);
+    else
+        syslog(prio, "%s", msg);
 }

@@ -2,9 +2,11 @@
 #ifndef MIRRORFS_UTIL_H
 #define MIRRORFS_UTIL_H
 
+#include <glib.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdarg.h>
 #include <time.h>
 
 /* Parse a size: digits with an optional K, M, G or T suffix (binary
@@ -34,5 +36,9 @@ void cond_init_monotonic(pthread_cond_t *c);
 
 /* True when path b is a or below a (both absolute and canonical). */
 bool path_is_within(const char *a, const char *b);
+
+/* The daemon's log: "mirrorfs: MSG" on stderr in the foreground, syslog
+ * otherwise. */
+void log_line(bool foreground, int prio, const char *fmt, va_list ap) G_GNUC_PRINTF(3, 0);
 
 #endif
