@@ -68,6 +68,12 @@ export PJDFSTEST_FS
 log "pjdfstest: judged as $PJDFSTEST_FS, the file system of $SRC"
 start_mirror -o allow_other,default_permissions
 wait_phase ready 30
+if [ -n "${PJDFSTEST_PIVOT:-}" ]; then
+    # The same suite through a mount that pivoted: every operation on the
+    # target's tree through the switched descriptors, none on the source.
+    "$MIRRORCTL" pivot "$MNT" >&2 || fail "the pivot was refused"
+    assert_eq "$(status_get phase)" pivoted "phase before the suite"
+fi
 
 dirs=()
 for d in ${PJDFSTEST_TESTS:-}; do
@@ -117,6 +123,14 @@ fi
 
 finish_mirror_within 120
 log "job: daemon exit code $DAEMON_RC, $(grep -E '^(phase|errors|last_error):' "$STATE/result" 2>/dev/null | tr '\n' ' ' | cut -c 1-400)"
+if [ -n "${PJDFSTEST_PIVOT:-}" ]; then
+    [ -z "$why" ] || fail "$why (through a pivoted mount); then the daemon exited with $DAEMON_RC"
+    assert_result pivoted 0
+    # The source was empty at the pivot: nothing of the suite may be there.
+    [ -z "$(ls -A "$SRC")" ] || fail "the suite reached the source after the pivot: $(ls -A "$SRC" | head -n 5)"
+    assert_clean_stderr
+    exit 0
+fi
 if ! out=$(python3 "$TREECMP" --exclude .mirror "$SRC" "$TGT" 2>&1); then
     log "the target is not an exact copy of the source:"
     printf '%s\n' "$out" >&2
