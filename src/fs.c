@@ -1716,74 +1716,83 @@ static int stale_fd(void)
     return open("/dev/null", O_PATH | O_CLOEXEC);
 }
 
+/* A node's twin on the new tree: its O_PATH descriptor there (or a stale
+ * one) and its identity there, which keys the inode table afterwards. */
+struct twin {
+    struct fs_inode *inode;
+    struct fs_inode id; /* dev and ino only; dev (dev_t)-1: stale */
+    int fd;
+};
+
+static bool twin_live(const struct twin *t)
+{
+    return t && t->id.dev != (dev_t)-1;
+}
+
+/* The twin of node i, opened beneath new_root by its path, of the same
+ * type, and no other node's twin already (two nodes, one file on the
+ * target: the later is stale); otherwise a stale one. */
+static void open_twin(struct twin *t, struct fs_inode *i, int new_root, GHashTable *ids)
+{
+    struct stat st, ost;
+    int fd = i->path ? open_beneath(new_root, i->path) : -ENOENT;
+    bool ok = fd >= 0 && fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 &&
+              fstat_inode(i, &ost) == 0 && (st.st_mode & S_IFMT) == (ost.st_mode & S_IFMT);
+
+    t->inode = i;
+    t->id.dev = ok ? st.st_dev : (dev_t)-1;
+    t->id.ino = ok ? st.st_ino : (ino_t)(uintptr_t)i;
+    if (ok && g_hash_table_contains(ids, &t->id)) {
+        t->id.dev = (dev_t)-1;
+        t->id.ino = (ino_t)(uintptr_t)i;
+        ok = false;
+    }
+    if (!ok) {
+        if (fd >= 0)
+            close(fd);
+        fd = stale_fd();
+    }
+    t->fd = fd;
+    g_hash_table_add(ids, &t->id);
+}
+
 int fs_switch(struct fs *fs, int new_root, int (*commit)(void *), void *ctx, char **err)
 {
+    /* Open files and directories: their descriptors and their twins'. */
     GArray *fds = g_array_new(FALSE, FALSE, sizeof(struct switch_fd));
-    g_autoptr(GHashTable) keys = g_hash_table_new(inode_hash, inode_equal);
-    g_autoptr(GPtrArray) order = g_ptr_array_new();
-    g_autofree struct fs_inode *newkey = NULL;
+    g_autoptr(GHashTable) ids = g_hash_table_new(inode_hash, inode_equal);
+    g_autoptr(GHashTable) by_inode = g_hash_table_new(g_direct_hash, g_direct_equal);
     GHashTableIter it;
     gpointer key, value;
-    struct stat st, ost;
+    guint n = 0;
     int rc = 0;
-    guint n_inodes;
 
     *err = NULL;
-    /* Everything is opened first; nothing changes unless all of it opened. */
-    int root = open_beneath(new_root, "");
-    if (root < 0 || fstat(root, &st) < 0) {
-        *err = g_strdup_printf("cannot open the new top directory: %s",
-                               g_strerror(root < 0 ? -root : errno));
-        if (root >= 0)
-            close(root);
+    /* Everything is opened first; nothing changes unless all of it opened.
+     * The guests are held: the tables do not change meanwhile. */
+    pthread_mutex_lock(&fs->lock);
+    g_autofree struct twin *twins = g_new0(struct twin, g_hash_table_size(fs->inodes) + 1);
+    open_twin(&twins[n], &fs->root, new_root, ids);
+    if (!twin_live(&twins[n])) {
+        *err = g_strdup("cannot open the new top directory");
+        close(twins[n].fd);
+        pthread_mutex_unlock(&fs->lock);
         g_array_free(fds, TRUE);
         return -EIO;
     }
-    g_array_append_val(fds, ((struct switch_fd){fs->root.fd, root}));
-    g_ptr_array_add(order, &fs->root);
-    newkey = g_new0(struct fs_inode, g_hash_table_size(fs->inodes) + 1);
-    newkey[0].dev = st.st_dev;
-    newkey[0].ino = st.st_ino;
-    g_hash_table_add(keys, &newkey[0]);
-    g_autoptr(GHashTable) index = g_hash_table_new(g_direct_hash, g_direct_equal);
-
-    pthread_mutex_lock(&fs->lock);
+    g_hash_table_insert(by_inode, &fs->root, &twins[n++]);
     g_hash_table_iter_init(&it, fs->inodes);
     while (g_hash_table_iter_next(&it, &key, NULL)) {
-        struct fs_inode *i = key;
-        struct fs_inode *nk = &newkey[order->len];
-        int fd = i->path ? open_beneath(new_root, i->path) : -ENOENT;
-        bool ok = fd >= 0 && fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 &&
-                  fstat_inode(i, &ost) == 0 && (st.st_mode & S_IFMT) == (ost.st_mode & S_IFMT);
-        nk->dev = ok ? st.st_dev : (dev_t)-1;
-        nk->ino = ok ? st.st_ino : (ino_t)(uintptr_t)i;
-        if (ok && g_hash_table_contains(keys, nk))
-            ok = false; /* two nodes, one file on the target: the later one is stale */
-        if (!ok) {
-            if (fd >= 0)
-                close(fd);
-            fd = stale_fd();
-            nk->dev = (dev_t)-1;
-            nk->ino = (ino_t)(uintptr_t)i;
-        }
-        g_hash_table_add(keys, nk);
-        g_array_append_val(fds, ((struct switch_fd){i->fd, fd}));
-        g_hash_table_insert(index, i, GUINT_TO_POINTER(order->len));
-        g_ptr_array_add(order, i);
+        open_twin(&twins[n], key, new_root, ids);
+        g_hash_table_insert(by_inode, key, &twins[n++]);
     }
-    n_inodes = order->len;
     /* Open files: the same access on the target's file. */
     g_hash_table_iter_init(&it, fs->files);
     while (rc == 0 && g_hash_table_iter_next(&it, &key, &value)) {
         struct open_file *of = value;
-        guint k = of->inode == &fs->root ? 0 : GPOINTER_TO_UINT(g_hash_table_lookup(index, of->inode));
-        if (k == 0 && of->inode != &fs->root)
-            k = n_inodes;
-        int ipath = k < n_inodes ? g_array_index(fds, struct switch_fd, k).new_fd : -1;
-        g_autofree char *proc = ipath >= 0 ? proc_path(ipath) : NULL;
-        int fd = proc && newkey[k].dev != (dev_t)-1
-                     ? open(proc, backing_flags(of->flags) & ~O_TRUNC)
-                     : -1;
+        struct twin *t = g_hash_table_lookup(by_inode, of->inode);
+        g_autofree char *proc = twin_live(t) ? proc_path(t->fd) : NULL;
+        int fd = proc ? open(proc, backing_flags(of->flags) & ~O_TRUNC) : -1;
         if (fd < 0) {
             *err = g_strdup_printf("%s: an open file has no twin on the target%s%s",
                                    of->inode->path ? of->inode->path : "(a file without a name)",
@@ -1796,13 +1805,9 @@ int fs_switch(struct fs *fs, int new_root, int (*commit)(void *), void *ctx, cha
     g_hash_table_iter_init(&it, fs->dirs);
     while (rc == 0 && g_hash_table_iter_next(&it, &key, NULL)) {
         struct dir_handle *d = key;
-        guint k = d->inode == &fs->root ? 0 : GPOINTER_TO_UINT(g_hash_table_lookup(index, d->inode));
-        if (k == 0 && d->inode != &fs->root)
-            k = n_inodes;
-        int ipath = k < n_inodes ? g_array_index(fds, struct switch_fd, k).new_fd : -1;
-        int fd = ipath >= 0 && newkey[k].dev != (dev_t)-1
-                     ? openat(ipath, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                     : stale_fd();
+        struct twin *t = g_hash_table_lookup(by_inode, d->inode);
+        int fd = twin_live(t) ? openat(t->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                              : stale_fd();
         if (fd < 0) {
             *err = g_strdup_printf("%s: an open directory cannot be opened on the target: %s",
                                    d->inode->path ? d->inode->path : "?", g_strerror(errno));
@@ -1817,18 +1822,20 @@ int fs_switch(struct fs *fs, int new_root, int (*commit)(void *), void *ctx, cha
         if (!*err)
             *err = g_strdup_printf("cannot record the pivot: %s", g_strerror(-rc));
         pthread_mutex_unlock(&fs->lock);
+        for (guint k = 0; k < n; k++)
+            close(twins[k].fd);
         switch_fds_free(fds);
         return rc;
     }
     /* The decision is durable: every descriptor now takes its twin, under
      * the same number, so whatever holds the number (a guest's open file,
      * a directory handle) goes on with the target. */
+    for (guint k = 0; k < n; k++)
+        g_array_append_val(fds, ((struct switch_fd){twins[k].inode->fd, twins[k].fd}));
     for (guint k = 0; k < fds->len; k++) {
         struct switch_fd *f = &g_array_index(fds, struct switch_fd, k);
         if (dup3(f->new_fd, f->old_fd, O_CLOEXEC) < 0)
             g_error("dup3: %s", g_strerror(errno)); /* cannot fail: both are open */
-        close(f->new_fd);
-        f->new_fd = -1;
     }
     /* flock locks belong to the old open files: taken again on the new. */
     g_hash_table_iter_init(&it, fs->files);
@@ -1839,13 +1846,13 @@ int fs_switch(struct fs *fs, int new_root, int (*commit)(void *), void *ctx, cha
     }
     /* New identities: the table is keyed by them. */
     g_hash_table_steal_all(fs->inodes);
-    fs->root.dev = newkey[0].dev;
-    fs->root.ino = newkey[0].ino;
-    for (guint k = 1; k < n_inodes; k++) {
-        struct fs_inode *i = g_ptr_array_index(order, k);
-        i->dev = newkey[k].dev;
-        i->ino = newkey[k].ino;
-        if (i->dev == (dev_t)-1)
+    for (guint k = 0; k < n; k++) {
+        struct fs_inode *i = twins[k].inode;
+        i->dev = twins[k].id.dev;
+        i->ino = twins[k].id.ino;
+        if (i == &fs->root)
+            continue;
+        if (!twin_live(&twins[k]))
             g_clear_pointer(&i->path, g_free);
         g_hash_table_add(fs->inodes, i);
     }
