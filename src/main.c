@@ -83,19 +83,15 @@ static void check_paths(const struct mirror_options *o, const char *mountpoint, 
 /* The key of the default state_dir: the target as it will be named. */
 static char *target_key(const struct mirror_options *o)
 {
-    char buf[PATH_MAX];
+    bool exists;
 
     if (!o->target)
         return g_strdup("");
     if (target_nbd_is_uri(o->target))
         return g_strdup(o->target);
-    if (realpath(o->target, buf))
-        return g_strdup(buf);
-    g_autofree char *dir = g_path_get_dirname(o->target);
-    g_autofree char *base = g_path_get_basename(o->target);
-    if (!realpath(dir, buf))
-        return g_strdup(o->target);
-    return g_build_filename(buf, base, NULL);
+    /* Unresolvable: the target's own check says why, after. */
+    char *key = path_canonical_maybe_missing(o->target, &exists);
+    return key ? key : g_strdup(o->target);
 }
 
 /* Prepare state_dir: created, writable, no stale result. */

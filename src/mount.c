@@ -260,26 +260,6 @@ static bool dir_is_empty(const char *path)
     return d && g_dir_read_name(d) == NULL;
 }
 
-/* Canonical absolute path of a directory that may not exist yet (its
- * parent must). */
-static char *canonical_maybe_missing(const char *path, bool *exists)
-{
-    char buf[PATH_MAX];
-
-    if (realpath(path, buf)) {
-        *exists = true;
-        return g_strdup(buf);
-    }
-    if (errno != ENOENT)
-        return NULL;
-    g_autofree char *dir = g_path_get_dirname(path);
-    g_autofree char *base = g_path_get_basename(path);
-    if (!realpath(dir, buf))
-        return NULL;
-    *exists = false;
-    return g_build_filename(buf, base, NULL);
-}
-
 int mount_check_target(struct mount *m, const struct mirror_options *o, const char *state_dir,
                        char **tgt_out, bool *tgt_exists, char **err)
 {
@@ -293,7 +273,7 @@ int mount_check_target(struct mount *m, const struct mirror_options *o, const ch
         *tgt_exists = true;
         return 0;
     }
-    char *tgt = canonical_maybe_missing(o->target, tgt_exists);
+    char *tgt = path_canonical_maybe_missing(o->target, tgt_exists);
     if (!tgt) {
         *err = g_strdup_printf("%s: target: %s", o->target, g_strerror(errno));
         return -EINVAL;

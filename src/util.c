@@ -4,6 +4,8 @@
 #include "util.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <glib.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -170,4 +172,22 @@ void log_line(bool foreground, int prio, const char *fmt, va_list ap)
         fprintf(stderr, "mirrorfs: %s\n", msg);
     else
         syslog(prio, "%s", msg);
+}
+
+char *path_canonical_maybe_missing(const char *path, bool *exists)
+{
+    char buf[PATH_MAX];
+
+    if (realpath(path, buf)) {
+        *exists = true;
+        return g_strdup(buf);
+    }
+    if (errno != ENOENT)
+        return NULL;
+    g_autofree char *dir = g_path_get_dirname(path);
+    g_autofree char *base = g_path_get_basename(path);
+    if (!realpath(dir, buf))
+        return NULL;
+    *exists = false;
+    return g_build_filename(buf, base, NULL);
 }

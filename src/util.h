@@ -36,6 +36,9 @@ void cond_init_monotonic(pthread_cond_t *c);
 
 /* True when path b is a or below a (both absolute and canonical). */
 bool path_is_within(const char *a, const char *b);
+/* Canonical absolute path of a directory that may not exist yet (its
+ * parent must); *exists says which.  NULL with errno set. */
+char *path_canonical_maybe_missing(const char *path, bool *exists);
 
 /* The daemon's log: "mirrorfs: MSG" on stderr in the foreground, syslog
  * otherwise. */
