@@ -741,7 +741,9 @@ static int cmd_wait(int argc, char **argv)
 
 /* ---- commands through .mirror/ctl ------------------------------------- */
 
-static int send_command(const char *mnt, const char *line)
+/* Send one command line.  explain: when the daemon refuses it, print its
+ * own reason (the status's last_error) instead of the errno. */
+static int send_command(const char *mnt, const char *line, bool explain)
 {
     g_autoptr(GHashTable) t = NULL;
     g_autofree char *path = g_build_filename(mnt, ".mirror", "ctl", NULL);
@@ -772,7 +774,14 @@ static int send_command(const char *mnt, const char *line)
     if (close(fd) < 0 && !err && errno != EINTR)
         err = errno;
     if (err) {
-        fprintf(stderr, "mirrorctl: %s: command rejected: %s\n", mnt, g_strerror(err));
+        const char *why = NULL;
+        g_clear_pointer(&t, g_hash_table_unref);
+        if (explain && err == EINVAL && read_status(mnt, &t, NULL) == 0)
+            why = get_str(t, "last_error");
+        if (why && why[0])
+            fprintf(stderr, "mirrorctl: %s: %s\n", mnt, why);
+        else
+            fprintf(stderr, "mirrorctl: %s: command rejected: %s\n", mnt, g_strerror(err));
         return EXIT_USAGE;
     }
     return EXIT_OK;
@@ -786,7 +795,7 @@ static int cmd_simple(const char *cmd, int argc, char **argv)
     if (!parse_cmd_args(cmd, argc, argv, 0, 1, &a))
         return EXIT_USAGE;
     line = g_strconcat(cmd, "\n", NULL);
-    return send_command(a.pos[0], line);
+    return send_command(a.pos[0], line, false);
 }
 
 static int cmd_speed(int argc, char **argv)
@@ -805,7 +814,7 @@ static int cmd_speed(int argc, char **argv)
         return EXIT_USAGE;
     }
     line = g_strdup_printf("speed %s\n", a.pos[1]);
-    return send_command(a.pos[0], line);
+    return send_command(a.pos[0], line, false);
 }
 
 static int cmd_copy_mode(int argc, char **argv)
@@ -823,7 +832,7 @@ static int cmd_copy_mode(int argc, char **argv)
         return EXIT_USAGE;
     }
     line = g_strdup_printf("copy-mode %s\n", mode);
-    return send_command(a.pos[0], line);
+    return send_command(a.pos[0], line, false);
 }
 
 /* ---- finish ----------------------------------------------------------- */
@@ -975,40 +984,6 @@ static int cmd_finish(int argc, char **argv)
 
 /* ---- a job on a live mount, and the pivot ------------------------------ */
 
-/* Send a mount-level command; when the daemon refuses it, its own line
- * (the status's last_error) says why. */
-static int send_explained(const char *mnt, const char *line)
-{
-    g_autofree char *path = g_build_filename(mnt, ".mirror", "ctl", NULL);
-    g_autoptr(GHashTable) t = NULL;
-    int fd, err = 0;
-    ssize_t n;
-
-    if (read_status(mnt, &t, NULL) < 0) {
-        report_status_error(mnt, -ENOENT);
-        return EXIT_USAGE;
-    }
-    g_clear_pointer(&t, g_hash_table_unref);
-    fd = open(path, O_WRONLY | O_CLOEXEC);
-    if (fd < 0) {
-        fprintf(stderr, "mirrorctl: %s: cannot open .mirror/ctl: %s\n", mnt, g_strerror(errno));
-        return EXIT_USAGE;
-    }
-    do {
-        n = write(fd, line, strlen(line));
-    } while (n < 0 && errno == EINTR);
-    if (n < 0)
-        err = errno;
-    close(fd);
-    if (!err)
-        return EXIT_OK;
-    const char *why = NULL;
-    if (err == EINVAL && read_status(mnt, &t, NULL) == 0)
-        why = get_str(t, "last_error");
-    fprintf(stderr, "mirrorctl: %s: %s\n", mnt, why && why[0] ? why : g_strerror(err));
-    return EXIT_USAGE;
-}
-
 static int cmd_pivot(int argc, char **argv)
 {
     struct cmd_args a;
@@ -1016,7 +991,7 @@ static int cmd_pivot(int argc, char **argv)
 
     if (!parse_cmd_args("pivot", argc, argv, 0, 1, &a))
         return EXIT_USAGE;
-    int rc = send_explained(a.pos[0], "pivot\n");
+    int rc = send_command(a.pos[0], "pivot\n", true);
     if (rc != EXIT_OK)
         return rc;
     if (read_status(a.pos[0], &t, NULL) == 0)
@@ -1034,20 +1009,15 @@ static int cmd_mirror(int argc, char **argv)
 
     if (!parse_cmd_args("mirror", argc, argv, OPT_MOUNT_OPTS, 2, &a))
         return EXIT_USAGE;
-    const char *pos[2] = {a.pos[0], a.pos[1]};
-    if (strpbrk(pos[1], ",\n") != NULL) {
+    if (strpbrk(a.pos[1], ",\n") != NULL) {
         usage_error("mirror: a target with a comma or a newline cannot be given as an option");
         return EXIT_USAGE;
     }
-    char abs[PATH_MAX];
-    const char *tgt = pos[1];
     /* A relative target means the caller's directory, not the daemon's. */
-    if (!strstr(tgt, "://") && tgt[0] != '/') {
-        g_autofree char *cwd = g_get_current_dir();
-        g_autofree char *joined = g_build_filename(cwd, tgt, NULL);
-        g_strlcpy(abs, joined, sizeof(abs));
-        tgt = abs;
-    }
+    g_autofree char *cwd = g_get_current_dir();
+    g_autofree char *tgt = strstr(a.pos[1], "://") || g_path_is_absolute(a.pos[1])
+                               ? g_strdup(a.pos[1])
+                               : g_build_filename(cwd, a.pos[1], NULL);
     g_string_append_printf(line, "target=%s", tgt);
     for (int k = 0; k < a.nmount_opts; k++) {
         const char *o = a.mount_opts[k];
@@ -1058,9 +1028,9 @@ static int cmd_mirror(int argc, char **argv)
         g_string_append_printf(line, ",%s", o);
     }
     g_string_append_c(line, '\n');
-    int rc = send_explained(pos[0], line->str);
+    int rc = send_command(a.pos[0], line->str, true);
     if (rc == EXIT_OK)
-        printf("mirror started: %s -> %s\n", pos[0], tgt);
+        printf("mirror started: %s -> %s\n", a.pos[0], tgt);
     return rc;
 }
 
