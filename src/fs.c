@@ -1895,15 +1895,6 @@ static void gated_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         gate_leave(fs);
 }
 
-static void gated_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
-{
-    struct fs *fs = fs_of(req);
-
-    gate_enter(fs);
-    fs_forget(req, ino, nlookup);
-    gate_leave(fs);
-}
-
 static void gated_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f)
 {
     struct fs *fs = fs_of(req);
@@ -1913,6 +1904,7 @@ static void gated_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_
     gate_leave(fs);
 }
 
+GATED(forget, ino, (fuse_req_t req, fuse_ino_t ino, uint64_t nlookup), (req, ino, nlookup))
 GATED(getattr, ino, (fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi), (req, ino, fi))
 GATED(setattr, ino,
       (fuse_req_t req, fuse_ino_t ino, struct stat *attr, int valid, struct fuse_file_info *fi),

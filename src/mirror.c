@@ -1365,8 +1365,6 @@ int mirror_flush_image(struct mirror_job *job, struct image *img)
     return rc;
 }
 
-static GPtrArray *images_snapshot(struct mirror_job *job);
-
 void mirror_preflush(struct mirror_job *job)
 {
     pthread_mutex_lock(&job->lock);

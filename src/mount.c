@@ -518,18 +518,11 @@ static int pivot(struct mount *m, char **err)
     }
     uint64_t drained = now_ns();
     test_stop("record");
-    new_root = open_served(to, &new_private, &perr);
-    if (new_root < 0) {
-        fs_set_job(m->fs, NULL);
-        drop_job(m);
-        fs_unhold(m->fs);
-        return refuse(m, err, g_strdup_printf("pivot: %s; the guests stay on %s (the target was "
-                                              "complete, it is no longer mirrored)",
-                                              perr, m->serving));
-    }
     fs_set_job(m->fs, NULL);
-    rc = fs_switch(m->fs, new_root, write_pivot_record, m, &perr);
-    close(new_root);
+    new_root = open_served(to, &new_private, &perr);
+    rc = new_root < 0 ? new_root : fs_switch(m->fs, new_root, write_pivot_record, m, &perr);
+    if (new_root >= 0)
+        close(new_root);
     pthread_mutex_lock(&m->lock);
     if (rc == 0) {
         g_free(m->serving);
