@@ -84,25 +84,67 @@ enum hold {
 struct child {
     pid_t pid;
     int release; /* write end: a byte on it ends the child */
+    /* Until the child is ready: its pipes (ready: child -> parent). */
+    int ready[2];
+    int release_r;
 };
+
+/* Fork a child that dies with this process.  Returns in both: in the
+ * child (pid 0), which acts and then calls child_ready(); in the parent,
+ * which calls child_started(). */
+static struct child child_fork(void)
+{
+    struct child c;
+    int release[2];
+
+    ck_assert_int_eq(pipe2(c.ready, O_CLOEXEC), 0);
+    ck_assert_int_eq(pipe2(release, O_CLOEXEC), 0);
+    c.release = release[1];
+    c.release_r = release[0];
+    c.pid = fork();
+    ck_assert_int_ge(c.pid, 0);
+    if (c.pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(c.ready[0]);
+        close(c.release);
+    }
+    return c;
+}
+
+/* In the child: say it is ready, wait to be released, exit. */
+static void G_GNUC_NORETURN child_ready(struct child c)
+{
+    char b;
+
+    if (write(c.ready[1], "r", 1) != 1)
+        _exit(1);
+    /* A byte, or our death (the other children hold copies of the write
+     * end, so no EOF comes before they end). */
+    if (read(c.release_r, &b, 1) < 0)
+        _exit(1);
+    _exit(0);
+}
+
+/* In the parent: wait until the child is ready. */
+static struct child child_started(struct child c)
+{
+    char b;
+
+    close(c.ready[1]);
+    close(c.release_r);
+    ck_assert_int_eq(read(c.ready[0], &b, 1), 1);
+    close(c.ready[0]);
+    return c;
+}
 
 /* A child named name holding file path as told, until released.  It is
  * ready (holding) when this returns. */
 static struct child hold_file(const char *path, enum hold how, const char *name)
 {
-    int ready[2], release[2];
-    struct child c;
-    char b;
+    struct child c = child_fork();
 
-    ck_assert_int_eq(pipe2(ready, O_CLOEXEC), 0);
-    ck_assert_int_eq(pipe2(release, O_CLOEXEC), 0);
-    c.pid = fork();
-    ck_assert_int_ge(c.pid, 0);
     if (c.pid == 0) {
         prctl(PR_SET_NAME, name);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        close(ready[0]);
-        close(release[1]);
         int flags = how == HOLD_RDONLY   ? O_RDONLY
                     : how == HOLD_WRONLY ? O_WRONLY
                                          : O_RDWR;
@@ -115,20 +157,9 @@ static struct child hold_file(const char *path, enum hold how, const char *name)
                 _exit(1);
             close(fd);
         }
-        if (write(ready[1], "r", 1) != 1)
-            _exit(1);
-        /* A byte, or our death (the other children hold copies of the
-         * write end, so no EOF comes before they end). */
-        if (read(release[0], &b, 1) < 0)
-            _exit(1);
-        _exit(0);
+        child_ready(c);
     }
-    close(ready[1]);
-    close(release[0]);
-    ck_assert_int_eq(read(ready[0], &b, 1), 1);
-    close(ready[0]);
-    c.release = release[1];
-    return c;
+    return child_started(c);
 }
 
 static void release(struct child c)
@@ -451,22 +482,13 @@ enum act {
 static struct child child_act(int dir_fd, const char *rel, enum act act)
 {
     char p[PATH_MAX]; /* not on the heap: the child leaves by _exit() */
-    int ready[2], release[2];
-    struct child c;
-    char b;
 
     if (dir_fd == AT_FDCWD)
         snprintf(p, sizeof(p), "%s/%s", dir, rel);
     else
         snprintf(p, sizeof(p), "%s", rel);
-    ck_assert_int_eq(pipe2(ready, O_CLOEXEC), 0);
-    ck_assert_int_eq(pipe2(release, O_CLOEXEC), 0);
-    c.pid = fork();
-    ck_assert_int_ge(c.pid, 0);
+    struct child c = child_fork();
     if (c.pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        close(ready[0]);
-        close(release[1]);
         if (act == ACT_TRUNCATE) {
             if (truncate(p, 8192) < 0)
                 _exit(1);
@@ -485,20 +507,9 @@ static struct child child_act(int dir_fd, const char *rel, enum act act)
                 munmap(m, 4096);
             }
         }
-        if (write(ready[1], "r", 1) != 1)
-            _exit(1);
-        /* A byte, or our death (the other children hold copies of the
-         * write end, so no EOF comes before they end). */
-        if (read(release[0], &b, 1) < 0)
-            _exit(1);
-        _exit(0);
+        child_ready(c);
     }
-    close(ready[1]);
-    close(release[0]);
-    ck_assert_int_eq(read(ready[0], &b, 1), 1);
-    close(ready[0]);
-    c.release = release[1];
-    return c;
+    return child_started(c);
 }
 
 START_TEST(test_watch_reports_outside_writes)
