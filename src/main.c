@@ -98,21 +98,13 @@ static char *target_key(const struct mirror_options *o)
 static char *prepare_state_dir(const struct mirror_options *o, const char *src,
                                const char *tgt)
 {
-    char *dir = o->state_dir ? g_strdup(o->state_dir) : default_state_dir(src, tgt);
-    g_autofree char *result = g_build_filename(dir, "result", NULL);
+    g_autofree char *dir = o->state_dir ? g_strdup(o->state_dir) : default_state_dir(src, tgt);
+    g_autofree char *err = NULL;
+    char *canon = mount_prepare_state_dir(dir, &err);
 
-    if (g_mkdir_with_parents(dir, 0700) < 0)
-        die("%s: cannot create the state directory: %s", dir, g_strerror(errno));
-    if (access(dir, W_OK) < 0)
-        die("%s: state directory: %s", dir, g_strerror(errno));
-    if (unlink(result) < 0 && errno != ENOENT)
-        die("%s: %s", result, g_strerror(errno));
-    char buf[PATH_MAX];
-    if (realpath(dir, buf)) {
-        g_free(dir);
-        dir = g_strdup(buf);
-    }
-    return dir;
+    if (!canon)
+        die("%s", err);
+    return canon;
 }
 
 /* Every image holds a few descriptors (source, target, state): a soft

@@ -260,6 +260,27 @@ static bool dir_is_empty(const char *path)
     return d && g_dir_read_name(d) == NULL;
 }
 
+char *mount_prepare_state_dir(const char *dir, char **err)
+{
+    g_autofree char *result = g_build_filename(dir, "result", NULL);
+    char buf[PATH_MAX];
+
+    if (g_mkdir_with_parents(dir, 0700) < 0) {
+        *err = g_strdup_printf("%s: cannot create the state directory: %s", dir,
+                               g_strerror(errno));
+        return NULL;
+    }
+    if (access(dir, W_OK) < 0) {
+        *err = g_strdup_printf("%s: state directory: %s", dir, g_strerror(errno));
+        return NULL;
+    }
+    if (unlink(result) < 0 && errno != ENOENT) {
+        *err = g_strdup_printf("%s: %s", result, g_strerror(errno));
+        return NULL;
+    }
+    return g_strdup(realpath(dir, buf) ? buf : dir);
+}
+
 int mount_check_target(struct mount *m, const struct mirror_options *o, const char *state_dir,
                        char **tgt_out, bool *tgt_exists, char **err)
 {
@@ -382,10 +403,10 @@ int mount_start_job(struct mount *m, struct mirror_options *o, bool owned, bool 
         goto fail;
     }
     uri = target_nbd_is_uri(o->target);
-    state_dir = g_strdup(o->state_dir ? o->state_dir : m->state_dir);
-    if (o->state_dir && live && g_mkdir_with_parents(state_dir, 0700) < 0) {
-        *err = g_strdup_printf("%s: cannot create the state directory: %s", state_dir,
-                               g_strerror(errno));
+    /* A job started with the mount uses the state_dir main.c prepared. */
+    state_dir = live ? mount_prepare_state_dir(o->state_dir ? o->state_dir : m->state_dir, err)
+                     : g_strdup(m->state_dir);
+    if (!state_dir) {
         rc = -EINVAL;
         goto fail;
     }
@@ -399,8 +420,6 @@ int mount_start_job(struct mount *m, struct mirror_options *o, bool owned, bool 
             goto fail;
     }
     if (live) {
-        g_autofree char *result = g_build_filename(state_dir, "result", NULL);
-        unlink(result);
         /* From the scan to the open files joining the job, no guest
          * changes what is served: nothing slips between. */
         rc = fs_hold(m->fs, HOLD_TIMEOUT_NS);

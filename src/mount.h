@@ -63,6 +63,10 @@ void mount_free(struct mount *m);
  * a private clone of its mount when the kernel allows (watch.h).  -errno. */
 int mount_open_root(struct mount *m, char **err);
 
+/* Make state_dir ready for a job: created, writable, no stale result.
+ * Its canonical path, or NULL with *err set to one line. */
+char *mount_prepare_state_dir(const char *dir, char **err);
+
 /* The checks a job's paths need (target type, nesting, emptiness); 0, or
  * -EINVAL with *err set to one line.  *tgt_out: the canonical target (a
  * URI for NBD), *tgt_exists: it exists already. */
