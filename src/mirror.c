@@ -77,17 +77,22 @@ static void wall_clock(char buf[32])
     snprintf(buf, 32, "%lld.%03ld", (long long)ts.tv_sec, ts.tv_nsec / 1000000);
 }
 
+void mirror_logs_event(struct mirror_logs *logs, const char *kind, const char *fmt, va_list ap)
+{
+    g_autofree char *details = g_strdup_vprintf(fmt, ap);
+    char now[32];
+
+    wall_clock(now);
+    linelog_appendf(logs->events, "%s %s %s", now, kind, details);
+}
+
 void mirror_event(struct mirror_job *job, const char *kind, const char *fmt, ...)
 {
     va_list ap;
-    g_autofree char *details = NULL;
-    char now[32];
 
     va_start(ap, fmt);
-    details = g_strdup_vprintf(fmt, ap);
+    mirror_logs_event(job->logs, kind, fmt, ap);
     va_end(ap);
-    wall_clock(now);
-    linelog_appendf(job->logs->events, "%s %s %s", now, kind, details);
 }
 
 void mirror_trace_write(struct mirror_job *job, struct image *img, uint64_t off, uint64_t len)

@@ -224,7 +224,10 @@ static inline bool mirror_write_blocking(struct mirror_job *job)
     return g_atomic_int_get(&job->blocking) != 0;
 }
 
-/* Append a line to .mirror/events: "<unix time> <kind> <details>". */
+/* Append a line to .mirror/events: "<unix time> <kind> <details>" (the
+ * time with milliseconds); the job's, or the mount's own (mount.c). */
+void mirror_logs_event(struct mirror_logs *logs, const char *kind, const char *fmt, va_list ap)
+    G_GNUC_PRINTF(3, 0);
 void mirror_event(struct mirror_job *job, const char *kind, const char *fmt, ...)
     G_GNUC_PRINTF(3, 4);
 /* A guest write of len bytes at off: a line in .mirror/trace, only while a

@@ -46,13 +46,10 @@ static void mount_event(struct mount *m, const char *kind, const char *fmt, ...)
 static void mount_event(struct mount *m, const char *kind, const char *fmt, ...)
 {
     va_list ap;
-    g_autofree char *details = NULL;
 
     va_start(ap, fmt);
-    details = g_strdup_vprintf(fmt, ap);
+    mirror_logs_event(&m->logs, kind, fmt, ap);
     va_end(ap);
-    linelog_appendf(m->logs.events, "%" G_GINT64_FORMAT " %s %s",
-                    (gint64)(g_get_real_time() / G_USEC_PER_SEC), kind, details);
 }
 
 /* A refusal of a mount-level command: one line, shown as last_error. */
