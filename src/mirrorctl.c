@@ -38,6 +38,7 @@ enum {
 };
 
 #define POLL_INTERVAL_NS (100 * 1000 * 1000ull)
+#define POLL_MIN_NS (5 * 1000 * 1000ull)
 #define NO_DEADLINE UINT64_MAX
 
 static const char usage_text[] =
@@ -212,10 +213,29 @@ static int open_pidfd(pid_t pid)
 #endif
 }
 
-static void sleep_until_next_poll(uint64_t deadline)
+/* How long `wait` sleeps before it reads the status again: POLL_INTERVAL_NS,
+ * shorter when the copy will end sooner (half the time left at the current
+ * rate, at least POLL_MIN_NS), or POLL_MIN_NS while no rate is known yet
+ * (its first second).  A copy that ends is seen within a few milliseconds,
+ * and a long one is not read more often than before. */
+static uint64_t poll_step(GHashTable *t)
+{
+    const char *phase = get_str(t, "phase");
+
+    if (strcmp(phase, "bulk") != 0 && strcmp(phase, "draining") != 0)
+        return POLL_INTERVAL_NS;
+    uint64_t rate = get_u64(t, "rate_bytes_per_s");
+    uint64_t left = get_u64(t, "dirty_bytes") + get_u64(t, "in_flight_bytes");
+    if (rate == 0)
+        return POLL_MIN_NS;
+    double half = (double)left / (double)rate * 0.5e9;
+    return half >= (double)POLL_INTERVAL_NS ? POLL_INTERVAL_NS
+                                            : MAX((uint64_t)half, POLL_MIN_NS);
+}
+
+static void sleep_until_next_poll(uint64_t deadline, uint64_t step)
 {
     uint64_t now = now_ns();
-    uint64_t step = POLL_INTERVAL_NS;
 
     if (deadline != NO_DEADLINE && deadline > now && deadline - now < step)
         step = deadline - now;
@@ -247,7 +267,7 @@ static int wait_for_exit(int pidfd, pid_t pid, uint64_t deadline)
         } else {
             if (kill(pid, 0) < 0 && errno == ESRCH)
                 return 0;
-            sleep_until_next_poll(deadline);
+            sleep_until_next_poll(deadline, POLL_INTERVAL_NS);
         }
     }
 }
@@ -722,7 +742,7 @@ static int cmd_wait(int argc, char **argv)
             rc = EXIT_TIMEOUT;
             break;
         }
-        sleep_until_next_poll(deadline);
+        sleep_until_next_poll(deadline, poll_step(t));
         g_clear_pointer(&t, g_hash_table_unref);
         if (read_status(mnt, &t, NULL) < 0) {
             if (pid <= 0) {
