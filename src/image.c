@@ -894,6 +894,14 @@ bool image_is_clean(struct image *img)
     return clean;
 }
 
+bool image_in_first_pass(struct image *img)
+{
+    pthread_mutex_lock(&img->lock);
+    bool first = img->first_pass;
+    pthread_mutex_unlock(&img->lock);
+    return first;
+}
+
 void image_status(struct image *img, struct image_status *is)
 {
     pthread_mutex_lock(&img->lock);

@@ -241,6 +241,8 @@ int image_sweep_state(struct image *img, unsigned quiet);
 void image_counts(struct image *img, uint64_t *size, uint64_t *dirty, uint64_t *in_flight);
 /* True when nothing is dirty and nothing is in flight. */
 bool image_is_clean(struct image *img);
+/* True while the image's first pass runs (its claims say first_pass). */
+bool image_in_first_pass(struct image *img);
 /* Fill a status line: name (g_strdup), phase ("no-target" without a target
  * copy), granularity, size, dirty, in flight, copied. */
 void image_status(struct image *img, struct image_status *is);

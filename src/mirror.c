@@ -661,6 +661,7 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
     job->source_dirfd = source_dirfd;
     job->foreground = foreground;
     job->chunk = options_chunk_size(opts);
+    job->bulk_chunk = options_bulk_chunk_size(opts);
     pthread_mutex_init(&job->lock, NULL);
     pthread_cond_init(&job->wake, NULL);
     pthread_cond_init(&job->manager_wake, NULL);
@@ -672,7 +673,7 @@ int mirror_job_new(struct mirror_options *opts, int source_dirfd, const char *so
     job->last_error = g_strdup("");
     job->logs = logs;
     job->rate_last_ns = now_ns();
-    ratelimit_init(&job->limiter, opts->speed, job->chunk, job->rate_last_ns);
+    ratelimit_init(&job->limiter, opts->speed, job->bulk_chunk, job->rate_last_ns);
     job->copy_mode = opts->copy_mode;
     job->blocking = opts->copy_mode == COPY_MODE_WRITE_BLOCKING;
     job->auto_min_dirty = UINT64_MAX;
@@ -896,16 +897,24 @@ static ssize_t source_read(struct image *img, bool direct, char *buf, size_t len
         return pread_retry(fd, buf, len, off);
 
     struct iovec v = {.iov_base = buf, .iov_len = len};
-    ssize_t n;
-    do {
-        n = preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT);
-    } while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)len)
-        return n;
-    /* EAGAIN (not cached), EOPNOTSUPP (no RWF_NOWAIT here), or the cached
-     * part ended early: the rest from the first whole block not read.
-     * (RWF_NOWAIT starts readahead of what was missing, which a cold
-     * source then reads twice; cold first passes measured the same.) */
+    ssize_t n = -1;
+    uint64_t pages = 1;
+    /* RWF_NOWAIT starts readahead of what is not cached, which the direct
+     * read then reads a second time: a range the page cache holds nothing
+     * of goes straight to O_DIRECT (with 4 MiB reads, a cold source was
+     * read twice over). */
+    if (page_cache_pages(fd, off, len, &pages) < 0)
+        pages = 1;
+    if (pages > 0) {
+        do {
+            n = preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT);
+        } while (n < 0 && errno == EINTR);
+        if (n == (ssize_t)len)
+            return n;
+    }
+    /* Nothing cached, EAGAIN (not cached), EOPNOTSUPP (no RWF_NOWAIT
+     * here), or the cached part ended early: the rest from the first whole
+     * block not read. */
     size_t got = n > 0 ? (size_t)n : 0;
     size_t from = got / DIRECT_ALIGN * DIRECT_ALIGN;
     size_t want = (len - from + DIRECT_ALIGN - 1) / DIRECT_ALIGN * DIRECT_ALIGN;
@@ -975,7 +984,8 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
             seg_end = hole < 0 ? end : MIN((uint64_t)hole, end);
         }
         while (pos < seg_end) {
-            size_t want = (size_t)MIN(seg_end - pos, job->chunk);
+            uint64_t most = c->first_pass ? job->bulk_chunk : job->chunk;
+            size_t want = (size_t)MIN(seg_end - pos, most);
             /* Charged before the read: what the limit counts is data
              * moved, so holes are free. */
             if (!throttle(job, img, want)) {
@@ -1058,7 +1068,7 @@ static bool set_state_locked(struct mirror_job *job, enum job_state to, const ch
         /* Nobody can resume a paused job once the mount is gone, nor lift
          * a speed limit: the drain runs at drain_speed. */
         job->paused = false;
-        ratelimit_set_rate(&job->limiter, job->opts->drain_speed, job->chunk, now_ns());
+        ratelimit_set_rate(&job->limiter, job->opts->drain_speed, job->bulk_chunk, now_ns());
         job->speed_gen++;
         if (job->verify_at_drain)
             g_atomic_int_set(&job->outside_lost, 1);
@@ -1182,7 +1192,8 @@ static struct image *pick_work(struct mirror_job *job, struct claim *c, bool *ve
         guint i = (job->next_image + k) % n;
         struct image *img = g_ptr_array_index(job->images, i);
         bool img_busy = false;
-        if (image_claim(img, job->chunk / image_granularity(img), c, &img_busy)) {
+        uint64_t max = image_in_first_pass(img) ? job->bulk_chunk : job->chunk;
+        if (image_claim(img, max / image_granularity(img), c, &img_busy)) {
             job->next_image = i + 1;
             return image_ref(img);
         }
@@ -1243,9 +1254,13 @@ static gpointer worker_main(gpointer data)
     unsigned consecutive_errors = 0;
 
     char *tbuf = NULL;
-    if (posix_memalign((void **)&buf, 4096, job->chunk) != 0 ||
+    if (posix_memalign((void **)&buf, 4096, job->bulk_chunk) != 0 ||
         posix_memalign((void **)&tbuf, 4096, job->chunk) != 0)
         g_error("out of memory for a copy buffer");
+    /* This worker copied first-pass data since it last found nothing to
+     * do: an image's first pass may have ended. */
+    bool first_pass_work = false;
+
     pthread_mutex_lock(&job->lock);
     for (;;) {
         struct claim c;
@@ -1261,6 +1276,11 @@ static gpointer worker_main(gpointer data)
              * releases them wakes us (they may be dirty again). */
             if (busy)
                 job->busy_waiters = true;
+            /* The manager makes an image ready once its first pass is
+             * done: told now, not at its next tick. */
+            if (first_pass_work && !busy)
+                pthread_cond_broadcast(&job->manager_wake);
+            first_pass_work = false;
             struct timespec until = cond_deadline(CLOCK_REALTIME, IDLE_WAIT_US * 1000ull);
             g_atomic_int_inc(&job->idle_workers);
             pthread_cond_timedwait(&job->wake, &job->lock, &until);
@@ -1277,6 +1297,7 @@ static gpointer worker_main(gpointer data)
         }
         struct copy_result r;
         uint64_t backoff = 0;
+        first_pass_work |= c.first_pass;
         for (;;) {
             copy_run(job, img, &c, buf, &r);
             image_release(img, &c, r.rc == 0, r.data_written);
@@ -1846,7 +1867,7 @@ int mirror_control(struct mirror_job *job, const char *line, char **err)
             set_last_error_locked(job, *err);
             rc = -EINVAL;
         } else {
-            ratelimit_set_rate(&job->limiter, rate, job->chunk, now_ns());
+            ratelimit_set_rate(&job->limiter, rate, job->bulk_chunk, now_ns());
             job->speed_gen++;
         }
     } else if (g_str_has_prefix(cmd, "copy-mode ") || g_str_has_prefix(cmd, "copy-mode\t")) {

@@ -56,6 +56,7 @@ struct mirror_job {
     int source_dirfd;    /* O_RDONLY|O_DIRECTORY, opened before mounting */
     bool foreground;
     uint64_t chunk;      /* bytes one copy moves at most */
+    uint64_t bulk_chunk; /* the same in a first pass (>= chunk) */
 
     pthread_mutex_t lock;
     pthread_cond_t wake;   /* work may be there, or the state changed */

@@ -344,17 +344,27 @@ void options_clear(struct mirror_options *opts)
     memset(opts, 0, sizeof(*opts));
 }
 
-uint64_t options_chunk_size(const struct mirror_options *opts)
+static uint64_t chunk_size(const struct mirror_options *opts, uint64_t max)
 {
     uint64_t chunk = opts->buf_size / opts->workers;
     uint64_t g = max_granularity(opts);
 
-    if (chunk > OPT_MAX_CHUNK)
-        chunk = OPT_MAX_CHUNK;
+    if (chunk > max)
+        chunk = max;
     chunk -= chunk % g;
     if (chunk < g)
         chunk = g;
     return chunk;
+}
+
+uint64_t options_chunk_size(const struct mirror_options *opts)
+{
+    return chunk_size(opts, OPT_MAX_CHUNK);
+}
+
+uint64_t options_bulk_chunk_size(const struct mirror_options *opts)
+{
+    return chunk_size(opts, OPT_MAX_BULK_CHUNK);
 }
 
 uint64_t options_image_granularity(const struct mirror_options *opts, uint64_t size)

@@ -35,6 +35,9 @@ enum open_writers { OPEN_WRITERS_REFUSE, OPEN_WRITERS_VERIFY };
 #define OPT_MAX_GRANULARITY (64u * 1024 * 1024)
 /* Largest single copy operation (as QEMU's mirror: 1 MiB). */
 #define OPT_MAX_CHUNK (1u * 1024 * 1024)
+/* Largest copy operation of a first pass, which moves whole images: fewer,
+ * larger requests keep more of the disk busy (doc/performance.md). */
+#define OPT_MAX_BULK_CHUNK (4u * 1024 * 1024)
 
 struct mirror_options {
     char *source;    /* as given (g_free) */
@@ -72,6 +75,9 @@ void options_clear(struct mirror_options *opts);
  * rounded down to the granularity (the largest one auto can choose), at
  * least one granule. */
 uint64_t options_chunk_size(const struct mirror_options *opts);
+/* The same for a copy of the first pass, with OPT_MAX_BULK_CHUNK for 1 MiB;
+ * never smaller than options_chunk_size(). */
+uint64_t options_bulk_chunk_size(const struct mirror_options *opts);
 
 /* The granularity of an image of size bytes: the one given, or what auto
  * chooses.  An image that is empty when it is added (created through the

@@ -40,6 +40,11 @@ bool path_is_within(const char *a, const char *b);
  * parent must); *exists says which.  NULL with errno set. */
 char *path_canonical_maybe_missing(const char *path, bool *exists);
 
+/* How many pages of [off, off+len) of fd's file the page cache holds, in
+ * *pages: 0, or -ENOSYS where the kernel cannot tell (cachestat(2) came in
+ * Linux 6.5), or another -errno. */
+int page_cache_pages(int fd, uint64_t off, uint64_t len, uint64_t *pages);
+
 /* The daemon's log: "mirrorfs: MSG" on stderr in the foreground, syslog
  * otherwise. */
 void log_line(bool foreground, int prio, const char *fmt, va_list ap) G_GNUC_PRINTF(3, 0);

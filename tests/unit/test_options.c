@@ -237,6 +237,18 @@ START_TEST(test_chunk_size)
     o.granularity = 4 << 20;
     o.buf_size = 16 << 20;
     ck_assert_uint_eq(options_chunk_size(&o), 4 << 20); /* a granule is never split */
+
+    /* A first pass moves up to 4 MiB at a time, within the same budget. */
+    o.granularity = 64 * 1024;
+    ck_assert_uint_eq(options_bulk_chunk_size(&o), 4 << 20);
+    o.buf_size = 64 << 20;
+    ck_assert_uint_eq(options_bulk_chunk_size(&o), 4 << 20); /* capped at 4 MiB */
+    ck_assert_uint_eq(options_chunk_size(&o), 1 << 20);
+    o.buf_size = 1 << 20;
+    ck_assert_uint_eq(options_bulk_chunk_size(&o), 256 * 1024); /* as the other one */
+    o.granularity = 8 << 20;
+    o.buf_size = 16 << 20;
+    ck_assert_uint_eq(options_bulk_chunk_size(&o), 8 << 20); /* a granule is never split */
 }
 END_TEST
 
