@@ -931,6 +931,13 @@ static bool all_zero(const char *buf, size_t len)
     return len == 0 || (buf[0] == 0 && memcmp(buf, buf + 1, len - 1) == 0);
 }
 
+/* The bytes one copy moves at most: more while an image's first pass runs
+ * (options_bulk_chunk_size()). */
+static uint64_t copy_limit(const struct mirror_job *job, bool first_pass)
+{
+    return first_pass ? job->bulk_chunk : job->chunk;
+}
+
 /* Copy [c->off, c->off + c->len) from source to target.  Holes and all-zero
  * blocks are not written: where the target may hold data they are zeroed
  * (a punched hole), elsewhere the target reads zero already. */
@@ -985,8 +992,7 @@ static void copy_run(struct mirror_job *job, struct image *img, const struct cla
             seg_end = hole < 0 ? end : MIN((uint64_t)hole, end);
         }
         while (pos < seg_end) {
-            uint64_t most = c->first_pass ? job->bulk_chunk : job->chunk;
-            size_t want = (size_t)MIN(seg_end - pos, most);
+            size_t want = (size_t)MIN(seg_end - pos, copy_limit(job, c->first_pass));
             /* Charged before the read: what the limit counts is data
              * moved, so holes are free. */
             if (!throttle(job, img, want)) {
@@ -1193,7 +1199,7 @@ static struct image *pick_work(struct mirror_job *job, struct claim *c, bool *ve
         guint i = (job->next_image + k) % n;
         struct image *img = g_ptr_array_index(job->images, i);
         bool img_busy = false;
-        uint64_t max = image_in_first_pass(img) ? job->bulk_chunk : job->chunk;
+        uint64_t max = copy_limit(job, image_in_first_pass(img));
         if (image_claim(img, max / image_granularity(img), c, &img_busy)) {
             job->next_image = i + 1;
             return image_ref(img);
@@ -1270,13 +1276,10 @@ static char *copy_buffer(size_t len)
 static gpointer worker_main(gpointer data)
 {
     struct mirror_job *job = data;
-    char *buf = NULL;
+    char *buf = copy_buffer(job->bulk_chunk); /* copies */
+    char *tbuf = copy_buffer(job->chunk);     /* the target's side of a verify */
     unsigned consecutive_errors = 0;
 
-    char *tbuf = NULL;
-    buf = copy_buffer(job->bulk_chunk);
-    if (posix_memalign((void **)&tbuf, 4096, job->chunk) != 0)
-        g_error("out of memory for a copy buffer");
     /* This worker copied first-pass data since it last found nothing to
      * do: an image's first pass may have ended. */
     bool first_pass_work = false;

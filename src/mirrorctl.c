@@ -220,9 +220,7 @@ static int open_pidfd(pid_t pid)
  * and a long one is not read more often than before. */
 static uint64_t poll_step(GHashTable *t)
 {
-    const char *phase = get_str(t, "phase");
-
-    if (strcmp(phase, "bulk") != 0 && strcmp(phase, "draining") != 0)
+    if (!phase_is(t, "bulk") && !phase_is(t, "draining"))
         return POLL_INTERVAL_NS;
     uint64_t rate = get_u64(t, "rate_bytes_per_s");
     uint64_t left = get_u64(t, "dirty_bytes") + get_u64(t, "in_flight_bytes");
