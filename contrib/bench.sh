@@ -1,7 +1,7 @@
 #!/bin/bash
 # contrib/bench.sh - the mirrorfs benchmark, in one command (root, Debian 12).
 #
-#   sudo contrib/bench.sh                 # full run: 3 rounds, ~25 min on 2 vCPUs
+#   sudo contrib/bench.sh                 # full run: 3 rounds (4 in part 2), ~27 min on 2 vCPUs
 #   sudo BENCH_QUICK=1 contrib/bench.sh   # smoke test: small sizes, 1 round, ~3 min
 #
 # Installs what it needs with apt-get (fio, qemu-utils, qemu-system-common for
@@ -36,8 +36,12 @@
 # ...), so that no setup always runs first or last after a cache drop.  Every
 # cell is the median of the rounds; every ratio is the median of the
 # per-round ratios (both sides measured in the same round, seconds apart),
-# so slow drift of the machine cancels out.  The goals are printed next to
-# the numbers, each marked PASS or MISS.
+# so slow drift of the machine cancels out.  Part 2 runs BENCH_P2_RUNS
+# rounds, by default one per tool (4), so that every tool copies once in
+# every position of the rotation: on this project's virtual disk a 4 GiB
+# copy's time moves by up to 1.5x from one round to the next and drifts
+# through the part, and a tool that always ran late would carry that drift.
+# The goals are printed next to the numbers, each marked PASS or MISS.
 #
 # passthrough_hp: libfuse's example/passthrough_hp.cc from `apt-get source
 # fuse3` (the version of the installed libfuse3-dev), built with g++ into
@@ -57,7 +61,8 @@
 #                       DIR/mirrorfs-bench.XXXXXX is made and removed at exit.
 #   BENCH_CACHE=DIR     where passthrough_hp is built and kept
 #                       (default /var/cache/mirrorfs-bench)
-#   BENCH_RUNS=N        rounds (default 3; quick 1)
+#   BENCH_RUNS=N        rounds of parts 1 and 3 (default 3; quick 1)
+#   BENCH_P2_RUNS=N     rounds of part 2 (default 4, one per tool; quick 1)
 #   BENCH_FIO_RUNTIME=S seconds per fio cell (default 10; quick 2)
 #   BENCH_THREADS=N     FUSE threads of mirrorfs and passthrough_hp (default:
 #                       what mirrorfs's threads=auto picks, one per CPU, >= 2)
@@ -79,10 +84,12 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 QUICK=${BENCH_QUICK:-0}
 [ "$QUICK" = 0 ] && QUICK=""
 if [ -n "$QUICK" ]; then
-    IMG_SIZE=256M BIG_SIZE=1G RUNS=${BENCH_RUNS:-1} FIO_RUNTIME=${BENCH_FIO_RUNTIME:-2}
+    IMG_SIZE=256M BIG_SIZE=1G RUNS=${BENCH_RUNS:-1} P2_RUNS=${BENCH_P2_RUNS:-1}
+    FIO_RUNTIME=${BENCH_FIO_RUNTIME:-2}
     FIO_RAMP=0 SPEED_E=${BENCH_SPEED_E:-128M}
 else
-    IMG_SIZE=1G BIG_SIZE=4G RUNS=${BENCH_RUNS:-3} FIO_RUNTIME=${BENCH_FIO_RUNTIME:-10}
+    IMG_SIZE=1G BIG_SIZE=4G RUNS=${BENCH_RUNS:-3} P2_RUNS=${BENCH_P2_RUNS:-4}
+    FIO_RUNTIME=${BENCH_FIO_RUNTIME:-10}
     FIO_RAMP=1 SPEED_E=${BENCH_SPEED_E:-256M}
 fi
 SPARSE_SIZE=1T SPARSE_EXTENTS=256 SPARSE_EXTENT_SIZE=1M
@@ -96,6 +103,8 @@ die() { log "bench: $*"; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run me as root (mounts, drop_caches, apt-get)"
 case "$THREADS" in '' | *[!0-9]* | 0) die "BENCH_THREADS must be a positive number" ;; esac
+case "$RUNS" in '' | *[!0-9]* | 0) die "BENCH_RUNS must be a positive number" ;; esac
+case "$P2_RUNS" in '' | *[!0-9]* | 0) die "BENCH_P2_RUNS must be a positive number" ;; esac
 want() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
 
 # ---- dependencies and build -------------------------------------------------
@@ -734,12 +743,13 @@ p2_prepare() {
 # qemu_mirror SRC DST CACHEOPTS MODE: sets QM_EL to the seconds from starting
 # qemu-storage-daemon to BLOCK_JOB_READY ("nan" on failure).  Not in a
 # $(...) subshell, so that the cleanup knows the daemon's pid.
-QM_EL=""
+QM_EL="" QM_D0=""
 qemu_mirror() {
     local src=$1 dst=$2 copts=$3 mode=$4 t0 ready pid sock=$W/qmp.sock
     rm -f "$dst" "$sock"
     truncate -s "$(stat -c %s "$src")" "$dst"
     p2_prepare "$mode"
+    QM_D0=$(disk_counters)
     t0=$(now_ns)
     qemu-storage-daemon \
         --blockdev "driver=file,node-name=src,filename=$src${copts:+,$copts}" \
@@ -760,13 +770,44 @@ qemu_mirror() {
     QM_EL=$(awk -v a="$ready" -v b="$t0" 'BEGIN { printf "%.3f\n", (a - b) / 1e9 }')
 }
 
-# p2_copy MODE ROUND TOOL: one timed first pass; records p2.MODE.TOOL.
+# The block device under $W, as /proc/diskstats names it ("" if none is
+# found: then no disk counters are reported).  Each copy's requests and bytes
+# show whether every tool moved the same data in a like number of requests.
+P2_DEV=""
+p2_find_dev() {
+    local src
+    src=$(df --output=source "$W" | awk 'NR == 2')
+    src=$(readlink -f "$src" 2>/dev/null || echo "$src")
+    src=${src#/dev/}
+    awk -v d="$src" '$3 == d { f = 1 } END { exit !f }' /proc/diskstats && P2_DEV=$src
+}
+# disk_counters: "reads sectors_read writes sectors_written" of P2_DEV.
+disk_counters() {
+    awk -v d="$P2_DEV" '$3 == d { print $4, $6, $8, $10 }' /proc/diskstats
+}
+# p2_disk KEY ROUND BEFORE: records KEY.{rreq,rmib,wreq,wmib} of ROUND, the
+# counters since BEFORE (a disk_counters line).
+p2_disk() {
+    local key=$1 run=$2 before=$3 after r0 rs0 w0 ws0 r1 rs1 w1 ws1
+    [ -n "$P2_DEV" ] || return 0
+    after=$(disk_counters)
+    read -r r0 rs0 w0 ws0 <<<"$before"
+    read -r r1 rs1 w1 ws1 <<<"$after"
+    record "$key.rreq" "$run" $((r1 - r0))
+    record "$key.rmib" "$run" $(((rs1 - rs0) / 2048))
+    record "$key.wreq" "$run" $((w1 - w0))
+    record "$key.wmib" "$run" $(((ws1 - ws0) / 2048))
+}
+
+# p2_copy MODE ROUND TOOL: one timed first pass; records p2.MODE.TOOL (and
+# the disk counters of that copy as p2.MODE.TOOL.*).
 p2_copy() {
-    local mode=$1 run=$2 tool=$3 src=$W/p2/src/big.img t0 el="" pid
+    local mode=$1 run=$2 tool=$3 src=$W/p2/src/big.img t0 el="" pid d0
     case $tool in
         mirrorfs)
             rm -rf "$W/p2/tgt" "$W/p2/state"
             p2_prepare "$mode"
+            d0=$(disk_counters)
             t0=$(now_ns)
             start_mirrorfs P2 "$W/p2/src" "$W/p2/mnt" "$W/p2/tgt" "$W/p2/state"
             pid=$MF_PID
@@ -775,6 +816,7 @@ p2_copy() {
             else
                 el=nan
             fi
+            p2_disk "p2.$mode.$tool" "$run" "$d0"
             unmount_wait "$W/p2/mnt" "$pid" 0 mirrorfs
             if [ "$run" = 1 ] && ! cmp -s "$W/img/big.img" "$W/p2/tgt/big.img"; then
                 log "  WARNING: mirrorfs's target differs from the source ($mode)"
@@ -784,6 +826,7 @@ p2_copy() {
         convert)
             rm -f "$W/p2/convert.img"
             p2_prepare "$mode"
+            d0=$(disk_counters)
             t0=$(now_ns)
             if qemu-img convert -W -m 8 -t none -f raw -O raw "$src" "$W/p2/convert.img" \
                 >>"$W/log/qemu-img.log" 2>&1; then
@@ -791,6 +834,7 @@ p2_copy() {
             else
                 el=nan
             fi
+            p2_disk "p2.$mode.$tool" "$run" "$d0"
             rm -f "$W/p2/convert.img"
             ;;
         qmirror | qmirror_direct)
@@ -799,6 +843,7 @@ p2_copy() {
             qemu_mirror "$src" "$W/p2/qmirror.img" \
                 "$([ "$tool" = qmirror_direct ] && echo cache.direct=on,aio=native)" "$mode"
             el=$QM_EL
+            p2_disk "p2.$mode.$tool" "$run" "$QM_D0"
             if [ "$run" = 1 ] && [ "$tool" = qmirror ] && [ "$el" != nan ] &&
                 ! cmp -s "$W/img/big.img" "$W/p2/qmirror.img"; then
                 log "  WARNING: QEMU mirror's target differs from the source ($mode)"
@@ -812,13 +857,14 @@ p2_copy() {
 
 part2() {
     local mode run tool
-    log "part 2: first pass of a $BIG_SIZE image of random data, cold and warm, $RUNS round(s) over ${P2_TOOLS[*]}"
+    log "part 2: first pass of a $BIG_SIZE image of random data, cold and warm, $P2_RUNS round(s) over ${P2_TOOLS[*]}"
     mkdir -p "$W/p2/src"
+    p2_find_dev || log "part 2: no /proc/diskstats entry for the device under $W; no disk counters"
     cp "$W/img/big.img" "$W/p2/src/big.img"
     record p2.bytes 0 "$(stat -c %s "$W/img/big.img")"
     for mode in cold warm; do
-        for run in $(seq 1 "$RUNS"); do
-            log "part 2, $mode, round $run/$RUNS"
+        for run in $(seq 1 "$P2_RUNS"); do
+            log "part 2, $mode, round $run/$P2_RUNS"
             for tool in $(rotate $((run - 1)) "${P2_TOOLS[@]}"); do
                 p2_copy "$mode" "$run" "$tool"
             done
@@ -882,7 +928,7 @@ report() {
     kernel=$(uname -r)
     cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
     mem=$(awk '/^MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)
-    echo "mirrorfs benchmark -- $(date -u '+%Y-%m-%d %H:%M UTC'), mode: $mode, rounds: $RUNS"
+    echo "mirrorfs benchmark -- $(date -u '+%Y-%m-%d %H:%M UTC'), mode: $mode, rounds: $RUNS (part 2: $P2_RUNS)"
     echo "machine: $(nproc) vCPU ($cpu), $mem RAM, Linux $kernel, scratch on $fs"
     echo "software: mirrorfs $commit${dirty:-} (binary built $MIRRORFS_BUILT), $(fio --version), $(qemu-img --version | awk 'NR == 1 { print "QEMU " $3 }'), libfuse $(dpkg-query -W -f='${Version}' libfuse3-3 2>/dev/null)"
     [ -n "$PTHP" ] && echo "          ${PTHP_NAME} (libfuse's example from Debian's fuse3 source; backing opens without O_DIRECT, --num-threads caps the threads)"
@@ -932,7 +978,7 @@ report() {
         local bytes tool m
         bytes=$(median p2.bytes)
         mibs() { awk -v b="$bytes" -v t="$1" 'BEGIN { if (t == "nan" || t <= 0) print "-"; else printf "%.0f\n", b / 1048576 / t }'; }
-        echo "2. First pass of a $BIG_SIZE image of random data to a local target, $RUNS round(s) in rotation per mode"
+        echo "2. First pass of a $BIG_SIZE image of random data to a local target, $P2_RUNS round(s) in rotation per mode"
         echo "   cold: page cache dropped before each copy; warm: the source rewritten with dd just before each"
         echo "   copy (no sync: in the page cache, mostly dirty)"
         printf '   %-52s %25s   %25s\n' "" "------------ cold -------" "------------ warm -------"
@@ -950,6 +996,18 @@ report() {
             echo
         done
         echo "   (\"mirrorfs is\" = other tool's time / mirrorfs's time, median of the per-round ratios: >1 means mirrorfs is faster)"
+        if [ -n "$P2_DEV" ]; then
+            echo "   disk $P2_DEV per copy (medians): MiB read in requests, MiB written in requests"
+            for tool in "${P2_TOOLS[@]}"; do
+                printf '   %-52s' "$(p2_name "$tool")"
+                for m in cold warm; do
+                    printf ' %s %5s/%-6s %5s/%-6s' "$m" "$(fmt "$(median "p2.$m.$tool.rmib")" 0)" \
+                        "$(fmt "$(median "p2.$m.$tool.rreq")" 0)" "$(fmt "$(median "p2.$m.$tool.wmib")" 0)" \
+                        "$(fmt "$(median "p2.$m.$tool.wreq")" 0)"
+                done
+                echo
+            done
+        fi
         echo "   per-round \"mirrorfs is\", in round order:"
         for tool in "${P2_TOOLS[@]}"; do
             [ "$tool" = mirrorfs ] && continue
