@@ -1,7 +1,7 @@
 #!/bin/bash
 # contrib/bench.sh - the mirrorfs benchmark, in one command (root, Debian 12).
 #
-#   sudo contrib/bench.sh                 # full run: 3 rounds (4 in part 2), ~27 min on 2 vCPUs
+#   sudo contrib/bench.sh                 # full run: 3 rounds (4 in part 2), ~25 min on 2 vCPUs
 #   sudo BENCH_QUICK=1 contrib/bench.sh   # smoke test: small sizes, 1 round, ~3 min
 #
 # Installs what it needs with apt-get (fio, qemu-utils, qemu-system-common for
