@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "bitmap.h"
+#include "unit.h"
 
 /* Sizes at which a new summary level appears: 64 bits fill one word, 64^2
  * bits one word of level 1, 64^3 one word of level 2. */
@@ -715,11 +716,5 @@ static Suite *bitmap_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(bitmap_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(bitmap_suite());
 }

@@ -7,6 +7,7 @@
 #include "bitmap.h"
 #include "image.h"
 #include "target.h"
+#include "unit.h"
 
 #include <check.h>
 #include <errno.h>
@@ -429,8 +430,6 @@ int main(void)
 {
     Suite *s = suite_create("image");
     TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
 
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_claim_clears_and_release_redirties);
@@ -444,9 +443,5 @@ int main(void)
     tcase_add_test(tc, test_mark_extents);
     tcase_add_test(tc, test_name_phase_status);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "linelog.h"
+#include "unit.h"
 
 START_TEST(test_read_in_order)
 {
@@ -120,8 +121,6 @@ int main(void)
 {
     Suite *s = suite_create("linelog");
     TCase *tc = tcase_create("log");
-    SRunner *sr;
-    int failed;
 
     tcase_set_timeout(tc, 20);
     tcase_add_test(tc, test_read_in_order);
@@ -130,9 +129,5 @@ int main(void)
     tcase_add_test(tc, test_dropped_lines_are_counted);
     tcase_add_test(tc, test_read_waits_for_next);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "options.h"
+#include "unit.h"
 
 /* Parse a NULL-terminated argv; returns the rc, fills opts and *err, and
  * leaves what libfuse gets in *left (space separated). */
@@ -313,11 +314,5 @@ static Suite *options_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(options_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(options_suite());
 }

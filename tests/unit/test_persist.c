@@ -17,6 +17,7 @@
 
 #include "bitmap.h"
 #include "persist.h"
+#include "unit.h"
 
 #define E PERSIST_EXTENT
 /* The map's block size (doc/persistence.md). */
@@ -791,8 +792,6 @@ int main(void)
     Suite *s = suite_create("persist");
     TCase *tc = tcase_create("state");
     TCase *dmg = tcase_create("damage");
-    SRunner *sr;
-    int failed;
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 60);
@@ -830,9 +829,5 @@ int main(void)
     tcase_add_test(dmg, test_past_the_largest_map_is_damaged);
     suite_add_tcase(s, dmg);
 
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }

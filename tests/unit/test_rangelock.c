@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "rangelock.h"
+#include "unit.h"
 
 START_TEST(test_new_is_free)
 {
@@ -279,13 +280,7 @@ int main(void)
     /* Check reads CK_FORK itself; ask it rather than parse the variable. */
     SRunner *probe = srunner_create(NULL);
     bool forking = srunner_fork_status(probe) != CK_NOFORK;
-    SRunner *sr;
-    int failed;
 
     srunner_free(probe);
-    sr = srunner_create(rangelock_suite(forking));
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(rangelock_suite(forking));
 }

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "ratelimit.h"
+#include "unit.h"
 
 #define MiB (1024ull * 1024)
 #define SEC 1000000000ull
@@ -108,8 +109,6 @@ int main(void)
 {
     Suite *s = suite_create("ratelimit");
     TCase *tc = tcase_create("bucket");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, test_unlimited_never_waits);
     tcase_add_test(tc, test_average_rate_holds);
@@ -118,9 +117,5 @@ int main(void)
     tcase_add_test(tc, test_set_rate_live);
     tcase_add_test(tc, test_large_chunk_small_rate);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }

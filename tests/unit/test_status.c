@@ -12,6 +12,7 @@
 
 #include "status.h"
 #include "util.h"
+#include "unit.h"
 
 /* A snapshot that owns its strings the way the daemon's does. */
 static void fill_two_images(struct status_snapshot *s)
@@ -737,11 +738,5 @@ static Suite *status_suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(status_suite());
-    int failed;
-
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(status_suite());
 }

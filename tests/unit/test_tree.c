@@ -3,6 +3,7 @@
 #include "config.h"
 
 #include "tree.h"
+#include "unit.h"
 
 #include <check.h>
 #include <errno.h>
@@ -245,8 +246,6 @@ int main(void)
 {
     Suite *s = suite_create("tree");
     TCase *tc = tcase_create("beneath");
-    SRunner *sr;
-    int failed;
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 30);
@@ -259,9 +258,5 @@ int main(void)
     tcase_add_test(tc, test_sync_dirs);
     tcase_add_test(tc, test_sync_all);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }

@@ -4,6 +4,7 @@
 #include "config.h"
 
 #include "util.h"
+#include "unit.h"
 
 #include <check.h>
 #include <errno.h>
@@ -58,14 +59,8 @@ int main(void)
 {
     Suite *s = suite_create("util");
     TCase *tc = tcase_create("kernel");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, test_page_cache_pages);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }

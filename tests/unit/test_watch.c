@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "watch.h"
+#include "unit.h"
 
 static char *dir; /* canonical */
 
@@ -808,8 +809,6 @@ int main(void)
     Suite *s = suite_create("watch");
     TCase *tc = tcase_create("writers");
     TCase *tw = tcase_create("watcher");
-    SRunner *sr;
-    int failed;
 
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_set_timeout(tc, 20);
@@ -833,9 +832,5 @@ int main(void)
     tcase_add_test(tw, test_watch_rejects_foreign_private_root);
     suite_add_tcase(s, tw);
 
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+    return unit_run(s);
 }
