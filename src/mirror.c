@@ -899,14 +899,12 @@ static ssize_t source_read(struct image *img, bool direct, char *buf, size_t len
 
     struct iovec v = {.iov_base = buf, .iov_len = len};
     ssize_t n = -1;
-    uint64_t pages = 1;
+    uint64_t pages;
     /* RWF_NOWAIT starts readahead of what is not cached, which the direct
      * read then reads a second time: a range the page cache holds nothing
      * of goes straight to O_DIRECT (with 4 MiB reads, a cold source was
-     * read twice over). */
-    if (page_cache_pages(fd, off, len, &pages) < 0)
-        pages = 1;
-    if (pages > 0) {
+     * read twice over).  Where the kernel cannot tell, the cache is tried. */
+    if (page_cache_pages(fd, off, len, &pages) < 0 || pages > 0) {
         do {
             n = preadv2(fd, &v, 1, (off_t)off, RWF_NOWAIT);
         } while (n < 0 && errno == EINTR);
